@@ -1,0 +1,251 @@
+"""``ASRModel``: NeMo's inference API (restore_from, transcribe, ...) over the plain-PyTorch runtime.
+
+The module tree keeps NeMo's attribute names (``preprocessor``, ``encoder``, ``decoder``, ``joint``,
+``ctc_decoder``), so a checkpoint's state dict loads with ``strict=True`` — every weight is accounted for.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from models.checkpoint import Checkpoint, open_checkpoint
+from models.encoders import build_encoder
+from models.errors import CheckpointError, UnsupportedOptionError
+from models.features import MelFrontend
+from models.hypothesis import Hypothesis
+from models.inputs import AudioItem, collate, expand, load_item
+from models.tokenizers import Tokenizer, build_tokenizer
+
+log = logging.getLogger("aviary.models")
+
+
+@dataclass
+class TranscribeConfig:
+    """NeMo's ``TranscribeConfig`` fields that matter at inference."""
+
+    batch_size: int = 4
+    return_hypotheses: bool = False
+    num_workers: int | None = None
+    channel_selector: int | str | None = None
+    augmentor: Any = None
+    timestamps: bool | None = None
+    verbose: bool = True
+    decoder_type: str | None = None  # aviary: per-call choice of a hybrid model's head
+
+
+def resolve_device(map_location: str | torch.device | None) -> torch.device:
+    """``None``/``"auto"`` → cuda, then mps, then cpu (NeMo's ``restore_from`` default is cuda-else-cpu)."""
+    if map_location is None or str(map_location) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(map_location)
+
+
+class ASRModel(torch.nn.Module):
+    """Base class: loading, input handling and batching. Families add their heads in ``_build_heads``."""
+
+    family: ClassVar[str] = "asr"
+
+    def __init__(self, cfg: dict[str, Any], tokenizer: Tokenizer) -> None:
+        super().__init__()
+        self._cfg = OmegaConf.create(cfg)
+        self.tokenizer = tokenizer
+        self.preprocessor = MelFrontend.from_config(cfg["preprocessor"])
+        self.encoder = build_encoder(cfg["encoder"])
+        self._build_heads(cfg)
+
+    # ---- construction -------------------------------------------------------------------------
+    def _build_heads(self, cfg: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    @property
+    def cfg(self) -> DictConfig:
+        return self._cfg
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.preprocessor.sample_rate)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def decoder_types(self) -> tuple[str, ...]:
+        """The heads this model can decode with, default first."""
+        raise NotImplementedError
+
+    @classmethod
+    def restore_from(cls, restore_path: str | Path, map_location: str | torch.device | None = None,
+                     strict: bool = True, return_config: bool = False, **_: Any) -> ASRModel | DictConfig:
+        """Load a ``.nemo`` file (or an extracted checkpoint directory).
+
+        Raises:
+            CheckpointError: missing/corrupt/unsafe file or an unsupported architecture.
+        """
+        start = time.perf_counter()
+        with open_checkpoint(restore_path) as ckpt:
+            if return_config:
+                return OmegaConf.create(ckpt.config)
+            model = cls.from_checkpoint(ckpt, strict=strict)
+        model.to(resolve_device(map_location))
+        log.info("restored %s (%s) in %.2fs", Path(restore_path).name, model.family, time.perf_counter() - start)
+        return model
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Checkpoint, strict: bool = True) -> ASRModel:
+        from models.families import model_class_for
+
+        target_cls = model_class_for(ckpt.target)
+        if not (issubclass(target_cls, cls) or issubclass(cls, target_cls)):
+            raise CheckpointError(f"{ckpt.source} holds a {ckpt.target}, not a {cls.__name__}")
+        tokenizer = build_tokenizer(ckpt.config, ckpt.resolve_artifact)
+        model = target_cls(ckpt.config, tokenizer)
+        missing, unexpected = model.load_state_dict(ckpt.state_dict, strict=False)
+        if strict and (missing or unexpected):
+            raise CheckpointError(
+                f"{ckpt.source}: weights do not match the architecture in its config "
+                f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})"
+            )
+        return model.eval()
+
+    @classmethod
+    def from_pretrained(cls, model_name: str, map_location: str | torch.device | None = None,
+                        refresh_cache: bool = False, return_model_file: bool = False, **kwargs: Any) -> Any:
+        """Resolve a catalog name, a Hugging Face repo id, an NGC name or a local path, then restore it."""
+        from models.hub import resolve_pretrained
+
+        path = resolve_pretrained(model_name, refresh_cache=refresh_cache)
+        if return_model_file:
+            return str(path)
+        return cls.restore_from(path, map_location=map_location, **kwargs)
+
+    @classmethod
+    def list_available_models(cls) -> list[Any]:
+        from models.catalog import list_available_models
+
+        return list_available_models(cls)
+
+    # ---- model changes (NeMo API) -----------------------------------------------------------------
+    def change_attention_model(self, self_attention_model: str | None = None,
+                               att_context_size: list[int] | None = None, update_config: bool = True) -> None:
+        if not hasattr(self.encoder, "change_attention_model"):
+            raise UnsupportedOptionError(f"{type(self.encoder).__name__} has no self-attention to change")
+        self.encoder.change_attention_model(self_attention_model, att_context_size)
+        self.encoder.to(self.device)
+        if update_config:
+            if self_attention_model is not None:
+                self._cfg.encoder.self_attention_model = self_attention_model
+            if att_context_size is not None:
+                self._cfg.encoder.att_context_size = list(att_context_size)
+
+    def change_subsampling_conv_chunking_factor(self, subsampling_conv_chunking_factor: int,
+                                                update_config: bool = True) -> None:
+        if not hasattr(self.encoder, "change_subsampling_conv_chunking_factor"):
+            raise UnsupportedOptionError(f"{type(self.encoder).__name__} has no conv subsampling to chunk")
+        self.encoder.change_subsampling_conv_chunking_factor(subsampling_conv_chunking_factor)
+        if update_config:
+            self._cfg.encoder.subsampling_conv_chunking_factor = subsampling_conv_chunking_factor
+
+    def change_decoding_strategy(self, decoding_cfg: Any = None, decoder_type: str | None = None,
+                                 verbose: bool = True) -> None:
+        raise NotImplementedError
+
+    def get_transcribe_config(self) -> TranscribeConfig:
+        return TranscribeConfig()
+
+    def info(self) -> dict[str, Any]:
+        """A summary for listings (``GET /models``)."""
+        return {
+            "target": str(self._cfg.get("target", "")),
+            "family": self.family,
+            "encoder": type(self.encoder).__name__,
+            "decoders": list(self.decoder_types),
+            "sample_rate": self.sample_rate,
+            "vocab_size": self.tokenizer.vocab_size,
+            "num_parameters": sum(p.numel() for p in self.parameters()),
+            "languages": None,
+            "tasks": ["asr"],
+        }
+
+    # ---- inference ---------------------------------------------------------------------------------
+    def _path(self, decoder_type: str | None):
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def encode(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Waveforms ``[B, N]`` → encoder states ``[B, D, T']`` and their lengths."""
+        feats, feat_len = self.preprocessor(audio.float(), lengths)
+        return self.encoder(feats, feat_len)
+
+    @torch.inference_mode()
+    def transcribe_items(self, items: list[AudioItem], return_hypotheses: bool = True,
+                         timestamps: bool = False, decoder_type: str | None = None) -> list[Hypothesis]:
+        """Decode one batch of loaded utterances (the service's entry point)."""
+        path = self._path(decoder_type)
+        audio, lengths = collate(items, self.device)
+        enc, enc_len = self.encode(audio, lengths)
+        return path(enc, enc_len, return_hypotheses, timestamps)
+
+    def _resolve_config(self, override_config: TranscribeConfig | None, **kwargs: Any) -> TranscribeConfig:
+        config = copy.copy(override_config) if override_config is not None else TranscribeConfig()
+        if override_config is None:
+            for key, value in kwargs.items():
+                if hasattr(config, key):
+                    setattr(config, key, value)
+        if config.timestamps:
+            config.return_hypotheses = True  # NeMo forces hypotheses when timestamps are asked for
+        if config.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        return config
+
+    def transcribe(self, audio: Any, batch_size: int = 4, return_hypotheses: bool = False,
+                   num_workers: int = 0, channel_selector: Any = None, augmentor: Any = None,
+                   verbose: bool = True, timestamps: bool | None = None,
+                   override_config: TranscribeConfig | None = None, decoder_type: str | None = None,
+                   **_: Any) -> list[Any]:
+        """Transcribe paths, manifests, arrays or tensors (mixed lists too); results in input order.
+
+        Returns plain strings, or :class:`Hypothesis` objects with ``return_hypotheses=True`` (or
+        ``timestamps=True``). Utterances are batched by length internally; results do not depend on it.
+        """
+        config = self._resolve_config(override_config, batch_size=batch_size, return_hypotheses=return_hypotheses,
+                                      channel_selector=channel_selector, timestamps=timestamps,
+                                      verbose=verbose, decoder_type=decoder_type)
+        self._path(config.decoder_type)  # fail fast on an unsupported decoder
+        sources = expand(audio)
+        items = [load_item(s, self.sample_rate, i, config.channel_selector) for i, s in enumerate(sources)]
+        order = sorted(range(len(items)), key=lambda i: items[i].num_samples)  # less padding per batch
+        results: list[Any] = [None] * len(items)
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start:start + config.batch_size]
+            for i, out in zip(idx, self._transcribe_batch([items[i] for i in idx], config)):
+                results[i] = out
+        return results
+
+    def transcribe_generator(self, audio: Any, override_config: TranscribeConfig | None = None
+                             ) -> Iterator[list[Any]]:
+        """Yield the results of each batch of ``config.batch_size`` inputs, in input order."""
+        config = self._resolve_config(override_config)
+        sources = expand(audio)
+        for start in range(0, len(sources), config.batch_size):
+            chunk = sources[start:start + config.batch_size]
+            items = [load_item(s, self.sample_rate, start + i, config.channel_selector) for i, s in enumerate(chunk)]
+            yield self._transcribe_batch(items, config)
+
+    def _transcribe_batch(self, items: list[AudioItem], config: TranscribeConfig) -> list[Any]:
+        hyps = self.transcribe_items(items, bool(config.return_hypotheses), bool(config.timestamps),
+                                     config.decoder_type)
+        return hyps if config.return_hypotheses else [h.text for h in hyps]
