@@ -1,0 +1,417 @@
+"""NeMo's ``ConformerEncoder``: Conformer (Gulati et al., 2020) and FastConformer (Rekesh et al., 2023).
+
+features ``[B, F, T]`` → subsampling (``pre_encode``) → ×√d (``xscaling``) → N × Conformer block → optional
+``out_proj`` → ``[B, D, T']``. Each block is a macaron sandwich::
+
+    x = x + ½·FF(LN(x));  x = x + MHSA(LN(x));  x = x + Conv(LN(x));  x = x + ½·FF(LN(x));  x = LN(x)
+
+Frames past an utterance's length never influence valid frames (attention masks them, the convolution
+module zeroes them), so results do not depend on batch padding. Output frames past the length are not
+zeroed (as in NeMo). Keys are NeMo's with the ``encoder.`` prefix removed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models.encoders import config_params
+from models.encoders.attention import (
+    LocalRelPositionMultiHeadAttention,
+    MultiHeadAttention,
+    PositionalEncoding,
+    RelPositionMultiHeadAttention,
+)
+from models.encoders.subsampling import ConvSubsampling, StackingSubsampling, TimeReduction
+from models.errors import UnsupportedOptionError
+
+ATTENTION_MODELS = ("rel_pos", "rel_pos_local_attn", "abs_pos")
+
+
+@dataclass
+class ConformerConfig:
+    """``ConformerEncoder`` arguments that matter at inference (NeMo key names and defaults)."""
+
+    feat_in: int
+    n_layers: int
+    d_model: int
+    feat_out: int = -1
+    causal_downsampling: bool = False
+    subsampling: str | None = "striding"
+    subsampling_factor: int = 4
+    subsampling_conv_chunking_factor: int = 1
+    subsampling_conv_channels: int = -1
+    reduction: str | None = None
+    reduction_position: int | None = None
+    reduction_factor: int = 1
+    ff_expansion_factor: int = 4
+    self_attention_model: str = "rel_pos"
+    n_heads: int = 4
+    att_context_size: Any = None
+    att_context_style: str = "regular"
+    xscaling: bool = True
+    untie_biases: bool = True
+    pos_emb_max_len: int = 5000
+    conv_kernel_size: int = 31
+    conv_norm_type: str = "batch_norm"
+    conv_context_size: Any = None
+    use_bias: bool = True
+    global_tokens: int = 0
+    global_tokens_spacing: int = 1
+    global_attn_separate: bool = False
+    use_pytorch_sdpa: bool = False  # fused attention kernel (not for local attention, as in NeMo)
+    att_context_size_all: list = field(default_factory=list)  # derived: every supported [left, right]
+
+    @classmethod
+    def from_dict(cls, cfg: Mapping[str, Any]) -> ConformerConfig:
+        params = config_params(cfg)
+        known = {f.name for f in dataclasses.fields(cls)} - {"att_context_size_all"}
+        config = cls(**{k: v for k, v in params.items() if k in known})
+        config.att_context_size_all = _context_sizes(config.att_context_size, config.att_context_style)
+        config.att_context_size = list(config.att_context_size_all[0])
+        config.conv_context_size = _conv_context(config.conv_context_size, config.conv_kernel_size)
+        return config
+
+
+def _context_sizes(att_context_size: Any, style: str) -> list[list[int]]:
+    """NeMo's ``_calc_context_sizes``: a list of ``[left, right]`` options; inference uses the first."""
+    if style == "chunked_limited_with_rc":
+        return [[-1, -1, -1]]
+    if not att_context_size:
+        return [[-1, -1]]
+    sizes = (
+        [list(att_context_size)]
+        if isinstance(att_context_size[0], int)
+        else [list(c) for c in att_context_size]
+    )
+    for left, right in sizes:
+        if style == "chunked_limited" and left > 0 and left % (right + 1) > 0:
+            raise UnsupportedOptionError(
+                "chunked_limited needs att_context_size[0] % (att_context_size[1]+1) == 0"
+            )
+    return sizes
+
+
+def _conv_context(conv_context_size: Any, kernel: int) -> list[int]:
+    """Depthwise-conv padding ``[left, right]``: centred by default, ``causal`` = all on the left."""
+    if conv_context_size is None:
+        return [(kernel - 1) // 2, (kernel - 1) // 2]
+    if conv_context_size == "causal":
+        return [kernel - 1, 0]
+    left, right = (int(c) for c in conv_context_size)
+    if left + right + 1 != kernel:
+        raise UnsupportedOptionError(f"conv_context_size {conv_context_size} does not fit kernel {kernel}")
+    return [left, right]
+
+
+def context_mask(t: int, style: str, context: list[int], device: torch.device) -> torch.Tensor | None:
+    """``[T, T]`` True where query ``i`` may attend to key ``j`` (None = everywhere)."""
+    i = torch.arange(t, device=device)[:, None]
+    j = torch.arange(t, device=device)[None, :]
+    if style == "chunked_limited" and context[1] >= 0:  # whole chunks of right+1 frames, left chunks limited
+        chunk = context[1] + 1
+        n_left = context[0] // chunk if context[0] >= 0 else 10000
+        diff = i // chunk - j // chunk
+        return (diff >= 0) & (diff <= n_left)
+    if style == "chunked_limited_with_rc" and len(context) == 3 and sum(context) != -3:
+        left, chunk, right = context
+        start = (i // chunk * chunk - left).clamp(min=0)
+        end = (i // chunk * chunk + chunk - 1 + right).clamp(max=t - 1)
+        return (j >= start) & (j <= end)
+    if style not in ("regular", "chunked_limited", "chunked_limited_with_rc"):
+        raise UnsupportedOptionError(f"unsupported att_context_style {style!r}")
+    allowed = None
+    if context[0] >= 0:
+        allowed = j - i >= -context[0]
+    if context[1] >= 0 and style == "regular":
+        allowed = (j - i <= context[1]) if allowed is None else allowed & (j - i <= context[1])
+    return allowed
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Conformer block
+# ----------------------------------------------------------------------------------------------------------
+class FeedForward(nn.Module):
+    """``linear2(SiLU(linear1(x)))`` with ``d_ff = ff_expansion_factor · d``."""
+
+    def __init__(self, d_model: int, d_ff: int, use_bias: bool = True) -> None:
+        super().__init__()
+        self.linear1 = nn.Linear(d_model, d_ff, bias=use_bias)
+        self.linear2 = nn.Linear(d_ff, d_model, bias=use_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear2(F.silu(self.linear1(x)))
+
+
+class FusedBatchNorm1d(nn.Module):
+    """BatchNorm folded into a per-channel affine map (NeMo's ``fused_batch_norm``)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight[:, None] + self.bias[:, None]  # x: [B, C, T]
+
+
+class MaskedGroupNorm(nn.Module):
+    """GroupNorm / InstanceNorm over the *valid* frames only (``group_normN`` / ``instance_norm``).
+
+    NeMo's ``nn.GroupNorm``/``nn.InstanceNorm1d`` also average over batch padding (its outputs then depend
+    on batch-mates); both agree for an utterance on its own. ``instance_norm`` has no parameters.
+    """
+
+    def __init__(self, groups: int, channels: int, affine: bool, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.groups, self.eps = groups, eps
+        self.weight = nn.Parameter(torch.ones(channels)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(channels)) if affine else None
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        b, c, t = x.shape  # x: [B, C, T], valid: [B, T]
+        xg = x.reshape(b, self.groups, c // self.groups, t)
+        m = valid[:, None, None, :].to(x.dtype)
+        count = m.sum(dim=(2, 3), keepdim=True) * (c // self.groups)
+        mean = (xg * m).sum(dim=(2, 3), keepdim=True) / count
+        var = ((xg - mean) ** 2 * m).sum(dim=(2, 3), keepdim=True) / count  # biased, like torch's norms
+        x = ((xg - mean) / torch.sqrt(var + self.eps)).reshape(b, c, t)
+        return x if self.weight is None else x * self.weight[:, None] + self.bias[:, None]
+
+
+class ConvModule(nn.Module):
+    """Pointwise conv → GLU → (zero padding) → depthwise conv → norm → SiLU → pointwise conv."""
+
+    def __init__(self, d_model: int, kernel: int, norm_type: str, context: list[int], use_bias: bool) -> None:
+        super().__init__()
+        self.context, self.norm_type = context, norm_type
+        self.pointwise_conv1 = nn.Conv1d(d_model, 2 * d_model, 1, bias=use_bias)
+        self.depthwise_conv = nn.Conv1d(d_model, d_model, kernel, groups=d_model, bias=use_bias)
+        self.batch_norm = self._norm(norm_type, d_model)  # NeMo's key name, whatever the norm type
+        self.pointwise_conv2 = nn.Conv1d(d_model, d_model, 1, bias=use_bias)
+
+    @staticmethod
+    def _norm(norm_type: str, d: int) -> nn.Module:
+        if norm_type == "batch_norm":
+            return nn.BatchNorm1d(d)
+        if norm_type == "layer_norm":
+            return nn.LayerNorm(d)
+        if norm_type == "fused_batch_norm":
+            return FusedBatchNorm1d(d)
+        if norm_type == "instance_norm":
+            return MaskedGroupNorm(d, d, affine=False)
+        if norm_type.startswith("group_norm"):
+            return MaskedGroupNorm(int(norm_type[len("group_norm") :]), d, affine=True)
+        raise UnsupportedOptionError(f"unsupported conv_norm_type {norm_type!r}")
+
+    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        x = F.glu(self.pointwise_conv1(x.transpose(1, 2)), dim=1)  # [B, D, T]
+        x = x.masked_fill(pad_mask[:, None, :], 0.0)  # padding must look like the conv's zero padding
+        x = self.depthwise_conv(F.pad(x, self.context))
+        if isinstance(self.batch_norm, MaskedGroupNorm):
+            x = self.batch_norm(x, ~pad_mask)
+        elif self.norm_type == "layer_norm":
+            x = self.batch_norm(x.transpose(1, 2)).transpose(1, 2)
+        else:
+            x = self.batch_norm(x)
+        return self.pointwise_conv2(F.silu(x)).transpose(1, 2)  # [B, T, D]
+
+
+def make_attention(
+    kind: str,
+    cfg: ConformerConfig,
+    context: list[int],
+    use_bias: bool,
+    shared_bias: tuple[nn.Parameter, nn.Parameter] | None = None,
+    global_tokens: int = 0,
+) -> nn.Module:
+    """The attention module for ``kind`` (the key layout differs: abs_pos has no positional weights)."""
+    u, v = shared_bias if shared_bias is not None else (None, None)
+    if kind == "rel_pos":
+        return RelPositionMultiHeadAttention(cfg.n_heads, cfg.d_model, use_bias, u, v, cfg.use_pytorch_sdpa)
+    if kind == "rel_pos_local_attn":
+        return LocalRelPositionMultiHeadAttention(
+            cfg.n_heads,
+            cfg.d_model,
+            context,
+            use_bias,
+            u,
+            v,
+            global_tokens,
+            cfg.global_tokens_spacing,
+            cfg.global_attn_separate and global_tokens > 0,
+        )
+    if kind == "abs_pos":
+        return MultiHeadAttention(cfg.n_heads, cfg.d_model, use_bias, cfg.use_pytorch_sdpa)
+    raise UnsupportedOptionError(f"unsupported self_attention_model {kind!r}")
+
+
+class ConformerLayer(nn.Module):
+    def __init__(self, cfg: ConformerConfig, shared_bias: tuple[nn.Parameter, nn.Parameter] | None) -> None:
+        super().__init__()
+        d, d_ff = cfg.d_model, cfg.d_model * cfg.ff_expansion_factor
+        self.norm_feed_forward1 = nn.LayerNorm(d)
+        self.feed_forward1 = FeedForward(d, d_ff, cfg.use_bias)
+        self.norm_self_att = nn.LayerNorm(d)
+        self.self_attn = make_attention(
+            cfg.self_attention_model, cfg, cfg.att_context_size, cfg.use_bias, shared_bias, cfg.global_tokens
+        )
+        self.norm_conv = nn.LayerNorm(d)
+        self.conv = ConvModule(
+            d, cfg.conv_kernel_size, cfg.conv_norm_type, cfg.conv_context_size, cfg.use_bias
+        )
+        self.norm_feed_forward2 = nn.LayerNorm(d)
+        self.feed_forward2 = FeedForward(d, d_ff, cfg.use_bias)
+        self.norm_out = nn.LayerNorm(d)
+
+    def forward(
+        self, x: torch.Tensor, pos_emb: torch.Tensor, att_mask: torch.Tensor | None, pad_mask: torch.Tensor
+    ) -> torch.Tensor:
+        x = x + 0.5 * self.feed_forward1(self.norm_feed_forward1(x))
+        x = x + self.self_attn(self.norm_self_att(x), pos_emb, att_mask, pad_mask)
+        x = x + self.conv(self.norm_conv(x), pad_mask)
+        x = x + 0.5 * self.feed_forward2(self.norm_feed_forward2(x))
+        return self.norm_out(x)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Encoder
+# ----------------------------------------------------------------------------------------------------------
+class ConformerEncoder(nn.Module):
+    """``forward(feats [B, F, T], lengths [B]) -> (enc [B, D, T'], lengths [B] int64)``."""
+
+    def __init__(self, cfg: ConformerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.d_model, self.subsampling_factor = cfg.d_model, cfg.subsampling_factor
+        self.self_attention_model, self.att_context_size = (
+            cfg.self_attention_model,
+            list(cfg.att_context_size),
+        )
+        self.xscale = cfg.d_model**0.5 if cfg.xscaling else None
+        self.pre_encode = self._pre_encode(cfg)
+        self.pos_enc = PositionalEncoding(
+            cfg.self_attention_model, cfg.d_model, cfg.pos_emb_max_len, self.xscale, self.att_context_size[:2]
+        )
+        shared = None
+        if not cfg.untie_biases and cfg.self_attention_model == "rel_pos":  # one u/v pair for all layers
+            d_k = cfg.d_model // cfg.n_heads
+            shared = (
+                nn.Parameter(torch.zeros(cfg.n_heads, d_k)),
+                nn.Parameter(torch.zeros(cfg.n_heads, d_k)),
+            )
+        self.layers = nn.ModuleList(ConformerLayer(cfg, shared) for _ in range(cfg.n_layers))
+        self.out_proj = nn.Linear(cfg.d_model, cfg.feat_out) if 0 < cfg.feat_out != cfg.d_model else None
+        self.output_dim = cfg.feat_out if self.out_proj is not None else cfg.d_model
+        self.reduction_subsampling, self.reduction_position = None, None
+        if cfg.reduction and cfg.reduction_factor > 1:
+            self.reduction_subsampling = TimeReduction(cfg.reduction, cfg.d_model, cfg.reduction_factor)
+            self.reduction_position = cfg.reduction_position
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> ConformerEncoder:
+        return cls(ConformerConfig.from_dict(cfg))
+
+    @staticmethod
+    def _pre_encode(cfg: ConformerConfig) -> nn.Module:
+        if not cfg.subsampling or cfg.subsampling_factor <= 1:
+            return nn.Linear(cfg.feat_in, cfg.d_model)
+        if cfg.subsampling in ("stacking", "stacking_norm"):
+            return StackingSubsampling(
+                cfg.subsampling_factor, cfg.feat_in, cfg.d_model, norm=cfg.subsampling == "stacking_norm"
+            )
+        channels = cfg.subsampling_conv_channels if cfg.subsampling_conv_channels != -1 else cfg.d_model
+        return ConvSubsampling(
+            cfg.subsampling,
+            cfg.subsampling_factor,
+            cfg.feat_in,
+            cfg.d_model,
+            channels,
+            cfg.subsampling_conv_chunking_factor,
+            cfg.causal_downsampling,
+        )
+
+    def forward(
+        self, feats: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if feats.shape[1] != self.cfg.feat_in:
+            raise ValueError(f"expected features [B, {self.cfg.feat_in}, T], got {tuple(feats.shape)}")
+        x = feats.transpose(1, 2)  # [B, T, F]
+        if lengths is None:
+            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.int64, device=x.device)
+        if isinstance(self.pre_encode, nn.Linear):
+            x, lengths = self.pre_encode(x), lengths.to(torch.int64)
+        else:
+            x, lengths = self.pre_encode(x, lengths.to(torch.int64))  # [B, T', D]
+        x, pos_emb = self.pos_enc(x)
+        att_mask, pad_mask = self._masks(lengths, x.shape[1])
+        for i, layer in enumerate(self.layers):
+            x = layer(x, pos_emb, att_mask, pad_mask)
+            if self.reduction_position == i:
+                x, lengths = self.reduction_subsampling(x, lengths)
+                _, pos_emb = self.pos_enc(x)  # new positions for the shorter sequence; x is not rescaled
+                att_mask, pad_mask = self._masks(lengths, x.shape[1])
+        if self.out_proj is not None:
+            x = self.out_proj(x)
+        if self.reduction_position == -1:
+            x, lengths = self.reduction_subsampling(x, lengths)
+        return x.transpose(1, 2), lengths.to(torch.int64)  # [B, D, T']
+
+    def _masks(self, lengths: torch.Tensor, t: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """``att_mask`` [B,1,T,T] True = blocked (None: local attention), ``pad_mask`` [B, T] True = pad."""
+        valid = torch.arange(t, device=lengths.device)[None, :] < lengths[:, None]  # [B, T]
+        if self.self_attention_model == "rel_pos_local_attn":
+            return None, ~valid
+        allowed = valid[:, None, :] & valid[:, :, None]  # [B, T, T]
+        context = context_mask(t, self.cfg.att_context_style, self.att_context_size, lengths.device)
+        if context is not None:
+            allowed = allowed & context
+        return ~allowed[:, None], ~valid
+
+    # -- NeMo's runtime switches ----------------------------------------------------------------------
+    def change_attention_model(
+        self, self_attention_model: str | None = None, att_context_size: list[int] | None = None
+    ) -> None:
+        """Switch attention type/context, keeping the weights (e.g. ``rel_pos_local_attn``, ``[128, 128]``).
+
+        Like NeMo, the new attention modules always have q/k/v/out biases and no global tokens. Where the
+        old ones had no such weights (``use_bias: false``; ``linear_pos`` when coming from ``abs_pos``),
+        NeMo leaves them *randomly initialised* so its output depends on the RNG; here they are zeros,
+        which is the deterministic equivalent of "no bias".
+        """
+        context = list(att_context_size) if att_context_size else list(self.att_context_size)
+        kind = self_attention_model or self.self_attention_model
+        if kind not in ATTENTION_MODELS:
+            raise UnsupportedOptionError(f"unsupported self_attention_model {kind!r}")
+        if kind == "rel_pos_local_attn" and max(context) <= 0:
+            raise UnsupportedOptionError("local attention needs a positive att_context_size")
+        device, dtype = next(self.parameters()).device, next(self.parameters()).dtype
+        self.pos_enc = PositionalEncoding(
+            kind, self.d_model, self.cfg.pos_emb_max_len, self.xscale, context[:2]
+        )
+        for layer in self.layers:
+            new = make_attention(kind, self.cfg, context, use_bias=True)
+            with torch.no_grad():
+                for p in new.parameters():
+                    p.zero_()
+            new.load_state_dict(layer.self_attn.state_dict(), strict=False)
+            layer.self_attn = new.to(device=device, dtype=dtype)
+        self.pos_enc.to(device=device, dtype=dtype)
+        self.self_attention_model, self.att_context_size = kind, context
+        self.cfg.self_attention_model, self.cfg.att_context_size = kind, context
+
+    def set_default_att_context_size(self, att_context_size: list[int]) -> None:
+        """Pick one of a multi-lookahead streaming model's ``att_context_size`` options."""
+        self.att_context_size = list(att_context_size)
+
+    def change_subsampling_conv_chunking_factor(self, subsampling_conv_chunking_factor: int) -> None:
+        """Memory only: split the conv subsampling's work (1 = when needed, k = k ways, -1 = never)."""
+        if hasattr(self.pre_encode, "change_subsampling_conv_chunking_factor"):
+            self.pre_encode.change_subsampling_conv_chunking_factor(subsampling_conv_chunking_factor)
+        self.cfg.subsampling_conv_chunking_factor = subsampling_conv_chunking_factor
