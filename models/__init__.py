@@ -22,6 +22,7 @@ _EXPORTS = {
     "EncDecRNNTBPEModel": "models.families",
     "EncDecHybridRNNTCTCModel": "models.families",
     "EncDecHybridRNNTCTCBPEModel": "models.families",
+    "EncDecMultiTaskModel": "models.aed.model",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -111,6 +111,8 @@ class ASRModel(torch.nn.Module):
         target_cls = model_class_for(ckpt.target)
         if not (issubclass(target_cls, cls) or issubclass(cls, target_cls)):
             raise CheckpointError(f"{ckpt.source} holds a {ckpt.target}, not a {cls.__name__}")
+        if target_cls is not cls and "from_checkpoint" in vars(target_cls):
+            return target_cls.from_checkpoint(ckpt, strict=strict)  # families with their own loading (AED)
         tokenizer = build_tokenizer(ckpt.config, ckpt.resolve_artifact)
         model = target_cls(ckpt.config, tokenizer)
         missing, unexpected = model.load_state_dict(ckpt.state_dict, strict=False)

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from models.asr_model import ASRModel
 from models.decoders.ctc import CTCHead
-from models.decoders.rnnt import RNNTJoint, RNNTPredictor
+from models.decoders.rnnt import RNNTJoint, build_predictor
 from models.errors import CheckpointError, UnsupportedOptionError
 from models.heads import CTCPath, TimestampOptions, TransducerPath
 
@@ -100,7 +100,7 @@ class EncDecRNNTModel(ASRModel):
         self.durations = tdt_durations(cfg)
         if self.durations:
             self.family = "tdt"
-        self.decoder = RNNTPredictor.from_config(dec_cfg)
+        self.decoder = build_predictor(dec_cfg)
         self.joint = RNNTJoint.from_config(joint_cfg)
         self._joint_log_softmax = joint_cfg.get("log_softmax")
         self._decoding_cfg = _plain(cfg.get("decoding"))
@@ -190,7 +190,9 @@ def model_class_for(target: str) -> type[ASRModel]:
     """The runtime class for a checkpoint's ``target`` (e.g. ``nemo.collections.asr.models.EncDecCTCModelBPE``)."""
     name = (target or "").rsplit(".", 1)[-1]
     if name == "EncDecMultiTaskModel":
-        raise CheckpointError("Canary (EncDecMultiTaskModel) checkpoints are not supported yet")
+        from models.aed.model import EncDecMultiTaskModel
+
+        return EncDecMultiTaskModel
     if name not in _CLASSES:
         raise CheckpointError(
             f"unsupported checkpoint class {target!r}; aviary supports: {', '.join(sorted(_CLASSES))}"
