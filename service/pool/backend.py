@@ -1,0 +1,80 @@
+"""The one narrow contract between the batcher and a model: :class:`Backend`.
+
+The worker calls ``transcribe_batch`` from its own thread and nothing else during serving; the pool calls
+``warmup`` after loading and ``close`` before dropping the object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from service.errors import UnsupportedOption
+
+if TYPE_CHECKING:
+    from models.hypothesis import Hypothesis
+    from service.pool.registry import ModelSpec
+
+FloatAudio = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """Options that change what the model computes, so items batched together must share them.
+
+    ``return_hypotheses`` is not here: the runtime always returns full hypotheses and the API only trims
+    them, so it does not split batches.
+    """
+
+    decoder: str | None = None  # None: the model's default decoder
+    timestamps: bool = False
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A loaded model as the service sees it."""
+
+    name: str
+    sample_rate: int
+
+    def info(self) -> dict[str, Any]:
+        """Describe the model: target, architecture, decoders (default first), sample_rate, languages..."""
+        ...
+
+    def warmup(self) -> None:
+        """Run a dummy input once so the first request does not pay for lazy initialisation."""
+        ...
+
+    def transcribe_batch(self, audio: list[FloatAudio], options: DecodeOptions) -> list[Hypothesis]:
+        """Transcribe mono float32 waveforms at ``sample_rate``; one hypothesis per input, in order."""
+        ...
+
+    def close(self) -> None:
+        """Drop every reference to the model's tensors."""
+        ...
+
+
+#: Builds a backend for a registered model on a device (``"cpu"``, ``"cuda:0"``...). Runs in a thread.
+BackendFactory = Callable[["ModelSpec", str], Backend]
+
+
+def check_options(model: str, info: Mapping[str, Any], options: DecodeOptions) -> DecodeOptions:
+    """Validate ``options`` against what the model supports, normalising the default decoder to ``None``.
+
+    Raises:
+        UnsupportedOption: ``decoder`` names a decoder the model lacks.
+    """
+    decoders = list(info.get("decoders") or [])
+    if options.decoder is None or (decoders and options.decoder == decoders[0]):
+        return DecodeOptions(None, options.timestamps)
+    if options.decoder not in decoders:
+        raise UnsupportedOption(
+            f"model '{model}' has no '{options.decoder}' decoder (it has: {', '.join(decoders) or 'unknown'}); "
+            "decoder=ctc works on hybrid RNNT/TDT+CTC models only — omit it or use decoder=default",
+            param="decoder",
+        )
+    return options

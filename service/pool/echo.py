@@ -1,0 +1,98 @@
+"""``EchoBackend``: the first-class test double of the backend contract.
+
+It "transcribes" each input as its duration (``echo 1.2340``), so a client can check that it got its own
+results back whatever the batching, and it sleeps ``k`` seconds per padded audio second so that queueing,
+batching and backpressure behave as they would with a real model.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.hypothesis import Hypothesis
+from service.pool.backend import DecodeOptions, FloatAudio
+
+
+def echo_text(duration: float, decoder: str | None = None) -> str:
+    """The transcript EchoBackend gives for an input of ``duration`` seconds."""
+    return f"echo{'/' + decoder if decoder else ''} {duration:.4f}"
+
+
+class EchoBackend:
+    """Answers with each input's duration; sleeps ``seconds_per_second`` × padded batch seconds.
+
+    Args:
+        name: model name.
+        sample_rate: the rate inputs must arrive at.
+        seconds_per_second: simulated compute per padded audio second (0: instant).
+        decoders: decoder types, default first; ``("rnnt", "ctc")`` behaves like a hybrid.
+        fail_if: makes ``transcribe_batch`` raise when it returns True for any input (worker-survival tests).
+        load_seconds: time ``warmup`` takes (load-sharing tests).
+    """
+
+    def __init__(
+        self,
+        name: str = "echo",
+        *,
+        sample_rate: int = 16000,
+        seconds_per_second: float = 0.0,
+        decoders: Sequence[str] = ("rnnt", "ctc"),
+        fail_if: Callable[[FloatAudio], bool] | None = None,
+        load_seconds: float = 0.0,
+    ):
+        self.name = name
+        self.sample_rate = sample_rate
+        self.seconds_per_second = seconds_per_second
+        self.decoders = tuple(decoders)
+        self.fail_if = fail_if
+        self.load_seconds = load_seconds
+        self.batches: list[list[float]] = []  # durations of every batch run, for tests
+        self.threads: set[str] = set()  # names of the threads that ran batches
+        self.closed = False
+        self.warmed = False
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "target": "service.pool.echo.EchoBackend",
+            "architecture": "echo",
+            "decoders": list(self.decoders),
+            "sample_rate": self.sample_rate,
+            "languages": None,
+            "tasks": ["transcribe"],
+        }
+
+    def warmup(self) -> None:
+        time.sleep(self.load_seconds)
+        self.warmed = True
+
+    def transcribe_batch(self, audio: list[FloatAudio], options: DecodeOptions) -> list[Hypothesis]:
+        if self.closed:
+            raise RuntimeError(f"echo backend '{self.name}' is closed")
+        durations = [len(a) / self.sample_rate for a in audio]
+        self.batches.append(durations)
+        self.threads.add(threading.current_thread().name)
+        if self.fail_if is not None and any(self.fail_if(a) for a in audio):
+            raise RuntimeError("echo backend asked to fail on this input")
+        time.sleep(self.seconds_per_second * max(durations, default=0.0) * len(durations))
+        return [self._hypothesis(d, options) for d in durations]
+
+    def close(self) -> None:
+        self.closed = True
+
+    def _hypothesis(self, duration: float, options: DecodeOptions) -> Hypothesis:
+        token = round(duration * 1000)
+        hyp = Hypothesis(
+            score=-duration, y_sequence=[token], text=echo_text(duration, options.decoder), tokens=[token],
+            alignments=torch.full((2, 3), float(np.log(1 / 3))), length=2,
+        )
+        if options.timestamps:
+            word = {"word": "echo", "start_offset": 0, "end_offset": 1, "start": 0.0, "end": duration}
+            segment = {"segment": hyp.text, "start_offset": 0, "end_offset": 1, "start": 0.0, "end": duration}
+            hyp.timestamp = {"char": [], "word": [word], "segment": [segment]}
+        return hyp

@@ -1,0 +1,60 @@
+"""``RuntimeBackend``: the backend contract over the plain-PyTorch NeMo-compatible runtime in ``models/``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from service.pool.backend import DecodeOptions, FloatAudio
+
+if TYPE_CHECKING:
+    from models.hypothesis import Hypothesis
+    from service.pool.registry import ModelSpec
+
+_WARMUP_SECONDS = 1.0
+
+
+class RuntimeBackend:
+    """One restored ``ASRModel`` on one device."""
+
+    def __init__(self, name: str, model: Any):
+        self.name = name
+        self._model = model
+        self.sample_rate = int(model.sample_rate)
+        # info() may count parameters; compute it once, not per request.
+        self._info = {**dict(model.info()), "decoders": list(model.decoder_types), "device": str(model.device)}
+
+    @classmethod
+    def load(cls, spec: ModelSpec, device: str) -> RuntimeBackend:
+        """Restore ``spec.location`` onto ``device``.
+
+        Raises:
+            models.errors.CheckpointError: the file is missing, malformed or of an unsupported architecture.
+        """
+        from models import ASRModel  # deferred: the runtime (and torch) load only when a model does
+
+        return cls(spec.name, ASRModel.restore_from(spec.location, map_location=device))
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._info)
+
+    def warmup(self) -> None:
+        # Low-amplitude noise rather than silence so every decoder path (emissions, not just blanks) runs.
+        noise = np.random.default_rng(0).normal(0, 0.05, int(self.sample_rate * _WARMUP_SECONDS))
+        self.transcribe_batch([noise.astype(np.float32)], DecodeOptions())
+
+    def transcribe_batch(self, audio: list[FloatAudio], options: DecodeOptions) -> list[Hypothesis]:
+        if self._model is None:
+            raise RuntimeError(f"model '{self.name}' was closed")
+        hyps = self._model.transcribe(
+            audio, batch_size=len(audio), return_hypotheses=True,
+            timestamps=True if options.timestamps else None, decoder_type=options.decoder, verbose=False,
+        )
+        # NeMo's hybrids once returned (best, all) pairs; accept that shape too.
+        if isinstance(hyps, tuple) and len(hyps) == 2 and isinstance(hyps[0], list):
+            hyps = hyps[0]
+        return list(hyps)
+
+    def close(self) -> None:
+        self._model = None
