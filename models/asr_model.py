@@ -17,12 +17,14 @@ from typing import Any, ClassVar
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from models import long_audio as la
 from models.checkpoint import Checkpoint, open_checkpoint
 from models.encoders import build_encoder
 from models.errors import CheckpointError, UnsupportedOptionError
 from models.features import MelFrontend
 from models.hypothesis import Hypothesis
 from models.inputs import AudioItem, collate, expand, load_item
+from models.long_audio import LongAudioOptions
 from models.tokenizers import Tokenizer, build_tokenizer
 
 log = logging.getLogger("aviary.models")
@@ -40,6 +42,7 @@ class TranscribeConfig:
     timestamps: bool | None = None
     verbose: bool = True
     decoder_type: str | None = None  # aviary: per-call choice of a hybrid model's head
+    long_audio: Any = None  # aviary: LongAudioOptions, a dict of overrides or a strategy name (None: model's)
 
 
 def resolve_device(map_location: str | torch.device | None) -> torch.device:
@@ -57,6 +60,8 @@ class ASRModel(torch.nn.Module):
     """Base class: loading, input handling and batching. Families add their heads in ``_build_heads``."""
 
     family: ClassVar[str] = "asr"
+    # how transcribe() encodes long audio unless a call says otherwise (models.long_audio); assign to change
+    long_audio: LongAudioOptions = LongAudioOptions()
 
     def __init__(self, cfg: dict[str, Any], tokenizer: Tokenizer) -> None:
         super().__init__()
@@ -194,12 +199,22 @@ class ASRModel(torch.nn.Module):
 
     @torch.inference_mode()
     def transcribe_items(self, items: list[AudioItem], return_hypotheses: bool = True,
-                         timestamps: bool = False, decoder_type: str | None = None) -> list[Hypothesis]:
-        """Decode one batch of loaded utterances (the service's entry point)."""
+                         timestamps: bool = False, decoder_type: str | None = None,
+                         long_audio: LongAudioOptions | dict[str, Any] | str | None = None) -> list[Hypothesis]:
+        """Decode one batch of loaded utterances (the service's entry point).
+
+        ``long_audio`` (default ``self.long_audio``) decides how each utterance is encoded; utterances over
+        its threshold are encoded one at a time. Each hypothesis records the choice in ``strategy``.
+        """
         path = self._path(decoder_type)
-        audio, lengths = collate(items, self.device)
-        enc, enc_len = self.encode(audio, lengths)
-        return path(enc, enc_len, return_hypotheses, timestamps)
+        options = la.resolve_options(long_audio, self.long_audio)
+        hyps: list[Hypothesis] = [None] * len(items)  # type: ignore[list-item]
+        for strategy, idx in la.plan(self, [it.num_samples / self.sample_rate for it in items], options):
+            audio, lengths = collate([items[i] for i in idx], self.device)
+            enc, enc_len = la.encode(self, audio, lengths, strategy, options)
+            for i, hyp in zip(idx, path(enc, enc_len, return_hypotheses, timestamps)):
+                hyp.strategy, hyps[i] = strategy, hyp
+        return hyps
 
     def _resolve_config(self, override_config: TranscribeConfig | None, **kwargs: Any) -> TranscribeConfig:
         config = copy.copy(override_config) if override_config is not None else TranscribeConfig()
@@ -217,15 +232,21 @@ class ASRModel(torch.nn.Module):
                    num_workers: int = 0, channel_selector: Any = None, augmentor: Any = None,
                    verbose: bool = True, timestamps: bool | None = None,
                    override_config: TranscribeConfig | None = None, decoder_type: str | None = None,
-                   **_: Any) -> list[Any]:
+                   long_audio: LongAudioOptions | dict[str, Any] | str | None = None, **_: Any) -> list[Any]:
         """Transcribe paths, manifests, arrays or tensors (mixed lists too); results in input order.
 
         Returns plain strings, or :class:`Hypothesis` objects with ``return_hypotheses=True`` (or
         ``timestamps=True``). Utterances are batched by length internally; results do not depend on it.
+
+        ``long_audio`` (aviary): how to encode long files without running out of memory — a
+        :class:`~models.long_audio.LongAudioOptions`, a dict of overrides of ``self.long_audio`` (e.g.
+        ``{"threshold_s": 60}``) or a strategy name (``"auto"``, ``"full"``, ``"local_attention"``,
+        ``"chunked"``). By default (``self.long_audio``, strategy ``auto``) files longer than its
+        ``threshold_s`` use local attention (Conformer ``rel_pos`` encoders) or chunked encoding (others).
         """
         config = self._resolve_config(override_config, batch_size=batch_size, return_hypotheses=return_hypotheses,
                                       channel_selector=channel_selector, timestamps=timestamps,
-                                      verbose=verbose, decoder_type=decoder_type)
+                                      verbose=verbose, decoder_type=decoder_type, long_audio=long_audio)
         self._path(config.decoder_type)  # fail fast on an unsupported decoder
         sources = expand(audio)
         items = [load_item(s, self.sample_rate, i, config.channel_selector) for i, s in enumerate(sources)]
@@ -248,6 +269,7 @@ class ASRModel(torch.nn.Module):
             yield self._transcribe_batch(items, config)
 
     def _transcribe_batch(self, items: list[AudioItem], config: TranscribeConfig) -> list[Any]:
+        extra = {"long_audio": config.long_audio} if config.long_audio is not None else {}  # AED: none
         hyps = self.transcribe_items(items, bool(config.return_hypotheses), bool(config.timestamps),
-                                     config.decoder_type)
+                                     config.decoder_type, **extra)
         return hyps if config.return_hypotheses else [h.text for h in hyps]

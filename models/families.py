@@ -78,9 +78,21 @@ def tdt_durations(cfg: dict[str, Any]) -> list[int] | None:
     loss = cfg.get("loss") or {}
     if decoding.get("model_type") != "tdt" and loss.get("loss_name") != "tdt":
         return None
-    durations = decoding.get("durations") or (loss.get("tdt_kwargs") or {}).get("durations")
+    # NeMo copies the loss's durations into the decoding config, so the loss's win.
+    durations = (loss.get("tdt_kwargs") or {}).get("durations") or decoding.get("durations")
     if not durations:
         raise CheckpointError("a TDT checkpoint without 'durations' in its decoding or loss config")
+    return list(durations)
+
+
+def multiblank_durations(cfg: dict[str, Any]) -> list[int] | None:
+    loss = cfg.get("loss") or {}
+    if loss.get("loss_name") != "multiblank_rnnt":
+        return None
+    durations = (loss.get("multiblank_rnnt_kwargs") or {}).get("big_blank_durations") or (
+        (cfg.get("decoding") or {}).get("big_blank_durations"))
+    if not durations:
+        raise CheckpointError("a multi-blank RNNT checkpoint without 'big_blank_durations' in its loss config")
     return list(durations)
 
 
@@ -90,8 +102,7 @@ class EncDecRNNTModel(ASRModel):
     family = "rnnt"
 
     def _build_heads(self, cfg: dict[str, Any]) -> None:
-        if (cfg.get("loss") or {}).get("loss_name") == "multiblank_rnnt":
-            raise CheckpointError("multi-blank RNNT checkpoints are not supported yet")
+        self.big_blank_durations = multiblank_durations(cfg)
         vocab_size = self.tokenizer.vocab_size
         dec_cfg = copy.deepcopy(cfg["decoder"])
         dec_cfg["vocab_size"] = dec_cfg.get("vocab_size") or vocab_size
@@ -110,7 +121,7 @@ class EncDecRNNTModel(ASRModel):
         times = TimestampOptions.from_decoding(self._decoding_cfg, self.preprocessor.window_stride,
                                                self.encoder.subsampling_factor)
         return TransducerPath(self.decoder, self.joint, self.tokenizer, self._decoding_cfg, times,
-                              self.durations, self._joint_log_softmax)
+                              self.durations, self._joint_log_softmax, self.big_blank_durations)
 
     @property
     def decoder_types(self) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ import torch
 
 from models import timestamps as ts
 from models.decoding.ctc import ctc_greedy
-from models.decoding.rnnt import greedy_rnnt, greedy_tdt
+from models.decoding.rnnt import greedy_multiblank, greedy_rnnt, greedy_tdt
 from models.errors import UnsupportedOptionError
 from models.hypothesis import Hypothesis
 from models.tokenizers import Tokenizer
@@ -82,15 +82,17 @@ class TransducerPath:
 
     def __init__(self, predictor: torch.nn.Module, joint: torch.nn.Module, tokenizer: Tokenizer,
                  decoding: dict[str, Any], times: TimestampOptions, durations: list[int] | None,
-                 joint_log_softmax: bool | None):
+                 joint_log_softmax: bool | None, big_blank_durations: list[int] | None = None):
         _check_strategy(decoding, "RNNT")
         self.predictor, self.joint, self.tokenizer, self.times = predictor, joint, tokenizer, times
         self.durations = list(durations) if durations else None
+        self.big_blanks = list(big_blank_durations) if big_blank_durations else None
         self.name = "tdt" if self.durations else "rnnt"
         greedy = decoding.get("greedy") or {}
         self.max_symbols = greedy.get("max_symbols", greedy.get("max_symbols_per_step", 10))
         self.joint_log_softmax = joint_log_softmax
-        self.blank = tokenizer.vocab_size
+        # Multi-blank joints put the big blanks before the standard blank: [tokens | big blanks | blank].
+        self.blank = tokenizer.vocab_size + len(self.big_blanks or ())
 
     def _decode(self, enc: torch.Tensor, enc_len: torch.Tensor) -> list[Any]:
         # NeMo normalises the joint only off-CUDA unless the config says otherwise: scores follow that.
@@ -101,6 +103,9 @@ class TransducerPath:
         kwargs = dict(blank=self.blank, max_symbols=self.max_symbols, log_softmax=log_softmax)
         if self.durations:
             return greedy_tdt(frames, enc_len, self.predictor, self.joint, durations=self.durations, **kwargs)
+        if self.big_blanks:
+            return greedy_multiblank(frames, enc_len, self.predictor, self.joint,
+                                     big_blank_durations=self.big_blanks, **kwargs)
         return greedy_rnnt(frames, enc_len, self.predictor, self.joint, **kwargs)
 
     def __call__(self, enc: torch.Tensor, enc_len: torch.Tensor, return_hypotheses: bool,

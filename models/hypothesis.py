@@ -19,6 +19,8 @@ class Hypothesis:
     * ``timestamp`` — frame indices of tokens, or after ``timestamps=True`` a dict with ``char``,
       ``word`` and ``segment`` lists (offsets in encoder frames, ``start``/``end`` in seconds).
     * ``tokens`` — aviary's addition: always the emitted token ids, whatever ``y_sequence`` holds.
+    * ``strategy`` — aviary's addition: how the audio was encoded (``full``, ``local_attention`` or
+      ``chunked``, see :mod:`models.long_audio`); None where not recorded (AED models).
     """
 
     score: float
@@ -31,6 +33,7 @@ class Hypothesis:
     length: int = 0
     dec_state: Any = None
     langs: Any = None
+    strategy: str | None = None
 
     @property
     def words(self) -> list[str]:
