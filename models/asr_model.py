@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -56,6 +58,33 @@ def resolve_device(map_location: str | torch.device | None) -> torch.device:
     return torch.device(map_location)
 
 
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
+                   "xavier_uniform_", "xavier_normal_", "orthogonal_", "zeros_", "ones_", "constant_")
+_init_lock = threading.RLock()
+
+
+@contextmanager
+def skip_weight_init() -> Iterator[None]:
+    """Build modules without random initialisation (seconds for large models); only for weights that are
+    then loaded. Serialised by a lock because it patches ``torch.nn.init`` process-wide."""
+    with _init_lock:
+        saved = {name: getattr(torch.nn.init, name) for name in _INIT_FUNCTIONS}
+        try:
+            for name in _INIT_FUNCTIONS:
+                setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+            yield
+        finally:
+            for name, fn in saved.items():
+                setattr(torch.nn.init, name, fn)
+
+
+def load_weights_into(module: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> tuple[list, list]:
+    """Adopt the checkpoint tensors as the module's weights (no copy); float weights become float32."""
+    floats = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
+    result = module.load_state_dict(floats, strict=False, assign=True)
+    return list(result.missing_keys), list(result.unexpected_keys)
+
+
 class ASRModel(torch.nn.Module):
     """Base class: loading, input handling and batching. Families add their heads in ``_build_heads``."""
 
@@ -65,7 +94,8 @@ class ASRModel(torch.nn.Module):
 
     def __init__(self, cfg: dict[str, Any], tokenizer: Tokenizer) -> None:
         super().__init__()
-        self._cfg = OmegaConf.create(cfg)
+        self._cfg_dict = cfg
+        self._cfg_view: DictConfig | None = None
         self.tokenizer = tokenizer
         self.preprocessor = MelFrontend.from_config(cfg["preprocessor"])
         self.encoder = build_encoder(cfg["encoder"])
@@ -77,7 +107,19 @@ class ASRModel(torch.nn.Module):
 
     @property
     def cfg(self) -> DictConfig:
-        return self._cfg
+        # Built on first use: OmegaConf is slow on configs that carry 1000-entry vocabularies.
+        if self._cfg_view is None:
+            self._cfg_view = OmegaConf.create(self._cfg_dict)
+        return self._cfg_view
+
+    def _update_cfg(self, dotted: str, value: Any) -> None:
+        """Record a change in the model's config (``model.cfg`` shows it), as NeMo's setters do."""
+        node = self._cfg_dict
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        self._cfg_view = None
 
     @property
     def sample_rate(self) -> int:
@@ -119,8 +161,9 @@ class ASRModel(torch.nn.Module):
         if target_cls is not cls and "from_checkpoint" in vars(target_cls):
             return target_cls.from_checkpoint(ckpt, strict=strict)  # families with their own loading (AED)
         tokenizer = build_tokenizer(ckpt.config, ckpt.resolve_artifact)
-        model = target_cls(ckpt.config, tokenizer)
-        missing, unexpected = model.load_state_dict(ckpt.state_dict, strict=False)
+        with skip_weight_init():  # every weight is about to be replaced by the checkpoint's
+            model = target_cls(ckpt.config, tokenizer)
+        missing, unexpected = load_weights_into(model, ckpt.state_dict)
         if strict and (missing or unexpected):
             raise CheckpointError(
                 f"{ckpt.source}: weights do not match the architecture in its config "
@@ -154,9 +197,9 @@ class ASRModel(torch.nn.Module):
         self.encoder.to(self.device)
         if update_config:
             if self_attention_model is not None:
-                self._cfg.encoder.self_attention_model = self_attention_model
+                self._update_cfg("encoder.self_attention_model", self_attention_model)
             if att_context_size is not None:
-                self._cfg.encoder.att_context_size = list(att_context_size)
+                self._update_cfg("encoder.att_context_size", list(att_context_size))
 
     def change_subsampling_conv_chunking_factor(self, subsampling_conv_chunking_factor: int,
                                                 update_config: bool = True) -> None:
@@ -164,7 +207,7 @@ class ASRModel(torch.nn.Module):
             raise UnsupportedOptionError(f"{type(self.encoder).__name__} has no conv subsampling to chunk")
         self.encoder.change_subsampling_conv_chunking_factor(subsampling_conv_chunking_factor)
         if update_config:
-            self._cfg.encoder.subsampling_conv_chunking_factor = subsampling_conv_chunking_factor
+            self._update_cfg("encoder.subsampling_conv_chunking_factor", subsampling_conv_chunking_factor)
 
     def change_decoding_strategy(self, decoding_cfg: Any = None, decoder_type: str | None = None,
                                  verbose: bool = True) -> None:
@@ -176,7 +219,7 @@ class ASRModel(torch.nn.Module):
     def info(self) -> dict[str, Any]:
         """A summary for listings (``GET /models``)."""
         return {
-            "target": str(self._cfg.get("target", "")),
+            "target": str(self._cfg_dict.get("target", "")),
             "family": self.family,
             "encoder": type(self.encoder).__name__,
             "decoders": list(self.decoder_types),

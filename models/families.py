@@ -66,7 +66,7 @@ class EncDecCTCModel(CTCMixin, ASRModel):
         self._path(decoder_type)
         self._decoding_cfg = _merge(self._decoding_cfg, decoding_cfg)
         self._ctc = self._ctc_path("decoder", self._decoding_cfg)
-        self._cfg.decoding = self._decoding_cfg
+        self._update_cfg("decoding", self._decoding_cfg)
 
 
 class EncDecCTCModelBPE(EncDecCTCModel):
@@ -140,7 +140,7 @@ class EncDecRNNTModel(ASRModel):
         self._path(decoder_type)
         self._decoding_cfg = _merge(self._decoding_cfg, decoding_cfg)
         self._rnnt = self._rnnt_path()
-        self._cfg.decoding = self._decoding_cfg
+        self._update_cfg("decoding", self._decoding_cfg)
 
 
 class EncDecRNNTBPEModel(EncDecRNNTModel):
@@ -179,7 +179,7 @@ class EncDecHybridRNNTCTCModel(CTCMixin, EncDecRNNTModel):
         if decoder_type == "ctc":
             self._ctc_decoding_cfg = _merge(self._ctc_decoding_cfg, decoding_cfg)
             self._ctc = self._ctc_path("ctc_decoder", self._ctc_decoding_cfg)
-            self._cfg.aux_ctc.decoding = self._ctc_decoding_cfg
+            self._update_cfg("aux_ctc.decoding", self._ctc_decoding_cfg)
             self.cur_decoder = "ctc"
             return
         super().change_decoding_strategy(decoding_cfg, None, verbose)

@@ -35,7 +35,7 @@ from models.aed.decoding import PromptedDecoder, build_strategy
 from models.aed.prompts import flatten_prompt
 from models.aed.prompts import prompt_format as make_prompt_format
 from models.aed.tokenizer import AEDTokenizer, CanaryBPETokenizer, CanaryTokenizer, build_aed_tokenizer
-from models.asr_model import ASRModel, TranscribeConfig
+from models.asr_model import ASRModel, TranscribeConfig, skip_weight_init
 from models.checkpoint import Checkpoint
 from models.errors import CheckpointError, UnsupportedOptionError
 from models.hypothesis import Hypothesis
@@ -90,7 +90,9 @@ class EncDecMultiTaskModel(ASRModel):
         name = ckpt.target.rsplit(".", 1)[-1]
         if name != "EncDecMultiTaskModel":
             raise CheckpointError(f"{ckpt.source} holds a {ckpt.target}, not an EncDecMultiTaskModel")
-        model = cls(ckpt.config, cls.build_tokenizer(ckpt.config, ckpt.resolve_artifact))
+        tokenizer = cls.build_tokenizer(ckpt.config, ckpt.resolve_artifact)
+        with skip_weight_init():  # every weight is loaded from the checkpoint below
+            model = cls(ckpt.config, tokenizer)
         missing, unexpected = model.load_state_dict(ckpt.state_dict, strict=False)
         if strict and (missing or unexpected):
             raise CheckpointError(f"{ckpt.source}: weights do not match the architecture in its config "
@@ -173,7 +175,7 @@ class EncDecMultiTaskModel(ASRModel):
         merged = _merge(self._decoding_cfg, update)
         self._search = build_strategy(merged, self._runner)  # validates before anything changes
         self._decoding_cfg = merged
-        self._cfg.decoding = merged
+        self._update_cfg("decoding", merged)
 
     @staticmethod
     def _check_decoder_type(decoder_type: str | None) -> None:
@@ -278,6 +280,6 @@ class EncDecMultiTaskModel(ASRModel):
         hyp = Hypothesis(score=score, y_sequence=torch.tensor(tokens, dtype=torch.long), text=text,
                          tokens=list(tokens), length=length)
         if timestamps:
-            stride = float(self._cfg.preprocessor.get("window_stride") or self.preprocessor.window_stride)
+            stride = float(self._cfg_dict["preprocessor"].get("window_stride") or self.preprocessor.window_stride)
             hyp.text, hyp.timestamp = aed_ts.parse(text, stride, int(self.encoder.subsampling_factor))
         return hyp
