@@ -27,7 +27,9 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
+# With no models configured, serve the NeMo-made fixture checkpoints so a fresh machine has something to try.
 serve: install
+	@if [ -z "$$AVIARY_MODELS$$AVIARY_MODEL_DIR" ]; then export AVIARY_MODEL_DIR=tests/fixtures/models; fi; \
 	$(VENV)/bin/aviary serve --host $(HOST) --port $(PORT)
 
 test: install-test
@@ -36,10 +38,17 @@ test: install-test
 lint: install-test
 	$(VENV)/bin/ruff check models service tests tools bench
 
-# Regenerates tests/fixtures with NeMo itself (dev only; needs the NeMo virtualenv, see tools/README.md).
+# Regenerates the NeMo parity fixtures in tests/fixtures/models with NeMo itself (dev only; creates the NeMo
+# virtualenv if needed, see tools/README.md). The test audio is only made when some of it is missing: the
+# committed files must stay byte-identical, as every reference depends on them.
+NEMO_VENV ?= /work/nemo-venv
+FIXTURE_AUDIO := manifest.json s1_en_us.wav s2_en_f3.wav s3_en_m7.wav s4_en_m3.wav s5_en_f2.wav exact_1s.wav \
+	len_16037.wav silence_1s.wav fmt_44k_stereo.wav fmt_22k.flac fmt_16k.ogg fmt_16k.mp3 fmt_16k.m4a
 fixtures:
-	bash tools/make_nemo_venv.sh
-	/work/nemo-venv/bin/python tools/make_fixtures.py --out tests/fixtures
+	NEMO_VENV=$(NEMO_VENV) bash tools/make_nemo_venv.sh
+	@missing=0; for f in $(FIXTURE_AUDIO); do [ -f tests/fixtures/audio/$$f ] || missing=1; done; \
+	if [ $$missing = 1 ]; then bash tools/make_test_audio.sh; else echo "tests/fixtures/audio complete, kept"; fi
+	$(NEMO_VENV)/bin/python tools/make_fixtures.py --out tests/fixtures/models
 
 clean:
 	rm -rf $(VENV) .pytest_cache
