@@ -1,4 +1,4 @@
-"""``aviary``: ``serve`` the API, ``transcribe`` files in-process, or list the ``models``.
+"""``aviary``: ``serve`` the API, ``transcribe`` files in-process, ``pull`` hub models, or list the ``models``.
 
 Options only override :class:`Settings` fields; everything else comes from ``AVIARY_*`` variables.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import sys
@@ -20,7 +21,10 @@ from service.errors import AviaryError, ConfigurationError
 from service.settings import Settings
 
 # CLI option → Settings field, for the options shared by every command.
-_COMMON = {"model_dir": "--model-dir", "models": "--models", "device": "--device", "backend": "--backend"}
+_COMMON = {
+    "model_dir": "--model-dir", "models": "--models", "device": "--device", "backend": "--backend",
+    "cache_dir": "--cache-dir",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--model-dir", help="directory of .nemo files (AVIARY_MODEL_DIR)")
     common.add_argument("--models", help="name=path pairs, comma-separated (AVIARY_MODELS)")
     common.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (AVIARY_DEVICE)")
+    common.add_argument("--cache-dir", help="where downloaded checkpoints are kept (AVIARY_CACHE_DIR)")
     common.add_argument("--backend", choices=["runtime", "echo"], help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -44,7 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--timestamps", action="store_true", help="print word and segment times")
     tr.add_argument("--json", action="store_true", help="print the API's JSON response")
 
-    models = sub.add_parser("models", parents=[common], help="list the available models")
+    pull = sub.add_parser("pull", parents=[common], help="download hub models into the cache (for offline use)")
+    pull.add_argument("names", nargs="+", metavar="NAME",
+                      help="catalog name, org/name Hugging Face repo (optionally @revision), or an AVIARY_MODELS entry")
+    pull.add_argument("--refresh", action="store_true", help="download again even when cached")
+
+    models = sub.add_parser("models", parents=[common], help="list configured models, the catalog and the cache")
     models.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
@@ -53,8 +63,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
     """Environment settings with the command line's overrides applied."""
     fields = [*_COMMON, "host", "port", "preload", "log_level"]
     overrides = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
-    if "model_dir" in overrides:
-        overrides["model_dir"] = Path(overrides["model_dir"])
+    for field in ("model_dir", "cache_dir"):
+        if field in overrides:
+            overrides[field] = Path(overrides[field])
     return Settings(**overrides)
 
 
@@ -64,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from(args)
         logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        command = {"serve": _serve, "transcribe": _transcribe, "models": _models}[args.command]
+        commands = {"serve": _serve, "transcribe": _transcribe, "pull": _pull, "models": _models}
+        command = commands[args.command]
         return command(settings, args)
     except ValidationError as exc:
         print(f"aviary: invalid settings:\n{exc}", file=sys.stderr)
@@ -120,23 +132,72 @@ async def _transcribe_files(settings: Settings, files: list[Path], model: str | 
         await engine.close()
 
 
+def _pull(settings: Settings, args: argparse.Namespace) -> int:
+    """Download each name (an ``AVIARY_MODELS`` entry stands for its location); print one path per line.
+    Every name is tried; the exit status is 1 when any failed."""
+    from models import hub
+    from models.errors import RuntimeErrorBase
+    from service.pool.hub import configure_cache
+
+    configure_cache(settings)
+    failed = 0
+    for name in args.names:
+        try:
+            print(hub.pull(settings.models.get(name, name), refresh=args.refresh), flush=True)
+        except RuntimeErrorBase as exc:
+            print(f"aviary: {name}: {exc}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
 def _models(settings: Settings, args: argparse.Namespace) -> int:
     from service.engine import Engine
 
     engine = Engine(settings)
     engine.decode_executor.shutdown()
     cards = engine.describe_models()
+    cache = _cache_listing()
     if args.json:
-        print(json.dumps({"default": engine.registry.default, "models": cards}, indent=2))
+        print(json.dumps({"default": engine.registry.default, "models": cards, **cache}, indent=2))
         return 0
-    if not cards:
+    configured = [card for card in cards if card["source"] != "pretrained"]
+    if not configured:
         print("no models configured: set AVIARY_MODEL_DIR or AVIARY_MODELS", file=sys.stderr)
-    rows = [(card["name"], (card["architecture"] or "?").rsplit(".", 1)[-1], card) for card in cards]
-    width = [max((len(row[i]) for row in rows), default=0) for i in (0, 1)]
-    for name, kind, card in rows:
-        mark = "*" if card["default"] else " "
-        print(f"{mark} {name:{width[0]}}  {kind:{width[1]}}  {card['source']:9}  {card['location']}")
+    _print_table("configured", [
+        ("*" if c["default"] else " ", c["name"], _kind(c), c["source"], c["location"]) for c in configured
+    ])
+    catalog = [card for card in cards if card["source"] == "pretrained"]
+    _print_table("catalog (+: cached)", [
+        ("+" if c["cached"] else " ", c["name"], _kind(c), c["hub"] or "", ",".join(c["languages"] or []))
+        for c in catalog
+    ])
+    _print_table(f"cache ({cache['cache_dir']})", [
+        (" ", m["name"], m["source"], m["revision"], f"{m['size_bytes'] / 2**20:.1f} MiB", m["path"])
+        for m in cache["cache"]
+    ])
     return 0
+
+
+def _cache_listing() -> dict[str, Any]:
+    from models import hub
+
+    cached = [{**dataclasses.asdict(m), "path": str(m.path)} for m in hub.cached_models()]
+    return {"cache_dir": str(hub.cache_dir()), "cache": cached}
+
+
+def _kind(card: dict[str, Any]) -> str:
+    return (card["architecture"] or "?").rsplit(".", 1)[-1]
+
+
+def _print_table(title: str, rows: list[tuple[str, ...]]) -> None:
+    """``title:`` then one line per row: a one-character mark, then aligned columns."""
+    if not rows:
+        return
+    print(f"{title}:")
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for mark, *cells in rows:
+        aligned = "  ".join(f"{cell:{width}}" for cell, width in zip(cells[:-1], widths[1:]))
+        print(f"{mark} {aligned}  {cells[-1]}".rstrip())
 
 
 if __name__ == "__main__":

@@ -10,12 +10,13 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from service.batching import Batcher, BatchPolicy
-from service.errors import AviaryError
+from service.errors import AviaryError, ModelBusy
 from service.metrics import Metrics
-from service.pool import BackendFactory, Catalog, ModelRegistry, ModelSpec, WarmPool, describe
+from service.pool import BackendFactory, Catalog, ModelRegistry, ModelSpec, WarmPool, describe, hub
 from service.pool.devices import resolve_device
 from service.settings import Settings
 
@@ -31,6 +32,15 @@ def default_backend_factory(settings: Settings) -> BackendFactory:
     from service.pool.runtime import RuntimeBackend
 
     return RuntimeBackend.load
+
+
+def default_catalog(settings: Settings) -> Catalog | None:
+    """The pretrained catalog when ``settings.catalog`` is on."""
+    if not settings.catalog:
+        return None
+    from service.pool.catalog import HubCatalog
+
+    return HubCatalog()
 
 
 def batch_policy(settings: Settings) -> BatchPolicy:
@@ -53,11 +63,14 @@ class Engine:
     ):
         self.settings = settings
         self.metrics = Metrics()
+        hub.configure_cache(settings)
+        catalog = catalog if catalog is not None else default_catalog(settings)
         self.registry = ModelRegistry.from_settings(settings, catalog)
         self.device = resolve_device(settings.device)
         self.pool = WarmPool(
             self.registry, backend_factory or default_backend_factory(settings), device=self.device,
             max_loaded=settings.max_loaded, ttl_s=settings.model_ttl, metrics=self.metrics,
+            fetch=partial(hub.fetch, allow_downloads=settings.allow_downloads),
         )
         self.decode_executor = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="aviary-decode")
         self.batcher = Batcher(
@@ -92,19 +105,66 @@ class Engine:
         return self.ready
 
     def describe_models(self) -> list[dict[str, Any]]:
-        """Every available model: what the registry and checkpoint say, and what the pool knows."""
-        return [self._describe(spec) for spec in self.registry.specs()]
+        """Every available model: what the registry, catalog and checkpoint say, and what the pool knows.
+        Configured models first, then the catalog. Reads the disk (cache lookups), never the network."""
+        specs = sorted(self.registry.specs(), key=lambda spec: spec.source == "pretrained")
+        return [self.describe_model(spec.name) for spec in specs]
 
-    def _describe(self, spec: ModelSpec) -> dict[str, Any]:
+    def describe_model(self, name: str) -> dict[str, Any]:
+        """One model's card (``name`` may be a catalog alias).
+
+        Raises:
+            ModelNotFound: no such model.
+        """
+        spec = self.registry.get(name)
         status = self.pool.status(spec.name)
-        info = {**describe(spec), **(status["info"] or {})}  # a loaded model's own report wins
+        # Lowest precedence first: the catalog, the checkpoint's config, the loaded model's own report.
+        info = {**self._catalog_details(spec), **describe(spec), **(status["info"] or {})}
         return {
-            "name": spec.name, "source": spec.source, "location": spec.location,
+            "name": spec.name, "source": spec.source, "location": spec.location, "hub": spec.hub,
+            "cached": hub.is_cached(spec), "description": info.get("description"),
             "architecture": info.get("target"), "decoders": info.get("decoders"),
             "sample_rate": info.get("sample_rate"), "languages": info.get("languages"),
             "tasks": info.get("tasks"), "loaded": status["loaded"], "device": status["device"],
             "default": spec.name == self.registry.default,
         }
+
+    async def load_model(self, name: str, *, pin: bool = False) -> dict[str, Any]:
+        """Fetch (download if needed), load and warm ``name``; its card afterwards.
+
+        Raises:
+            ModelNotFound, ModelUnavailable, HubUnavailable, HubAccessDenied, DownloadFailed.
+        """
+        spec = self.registry.get(name)
+        await self.pool.load(spec.name, pin=pin)
+        return await asyncio.to_thread(self.describe_model, spec.name)
+
+    async def unload_model(self, name: str) -> dict[str, Any]:
+        """Unload ``name`` now: ``{"name", "unloaded"}``, ``unloaded`` false when it was not loaded.
+
+        Raises:
+            ModelNotFound: no such model.
+            ModelBusy: requests are using it, or it is loading.
+        """
+        spec = self.registry.get(name)
+        if await self.pool.unload(spec.name, "unloaded by request"):
+            return {"name": spec.name, "unloaded": True}
+        status = self.pool.status(spec.name)
+        if status["loaded"] or status["loading"]:
+            raise ModelBusy(
+                f"model '{spec.name}' is in use ({status['leases']} request(s)) or loading; retry when it is "
+                "idle", param="name",
+            )
+        return {"name": spec.name, "unloaded": False}
+
+    def _catalog_details(self, spec: ModelSpec) -> dict[str, Any]:
+        catalog = self.registry.catalog
+        if catalog is None or spec.hub is None:
+            return {}
+        details = dict(catalog.details(spec.location.partition("@")[0]))
+        target = str(details.get("target") or "")
+        details.setdefault("tasks", ["asr", "ast"] if "MultiTask" in target else ["asr"] if target else None)
+        return details
 
     async def _preload(self) -> None:
         started = time.perf_counter()

@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from models.errors import AudioError, CheckpointError, UnsupportedOptionError
+from models.errors import (
+    AudioError,
+    CheckpointError,
+    DownloadError,
+    HubAccessError,
+    HubUnavailableError,
+    UnknownModelError,
+    UnsupportedOptionError,
+)
 
 
 class ConfigurationError(ValueError):
@@ -47,6 +55,28 @@ class InvalidAudio(InvalidRequest):
     code = "invalid_audio"
 
 
+class Unauthorized(AviaryError):
+    """No API key, or one the service does not know (``WWW-Authenticate: Bearer``)."""
+
+    status, code, type = 401, "invalid_api_key", "authentication_error"
+
+    def __init__(self, message: str, *, invalid_token: bool = False):
+        challenge = 'Bearer realm="aviary"' + (', error="invalid_token"' if invalid_token else "")
+        super().__init__(message, headers={"WWW-Authenticate": challenge})
+
+
+class Forbidden(AviaryError):
+    """A valid key that may not do this (a transcription key on a management endpoint)."""
+
+    status, code, type = 403, "permission_denied", "permission_error"
+
+
+class PathNotAllowed(Forbidden):
+    """A manifest names a server-side path outside ``AVIARY_MEDIA_ROOT`` (or server paths are disabled)."""
+
+    code = "path_not_allowed"
+
+
 class NotFound(AviaryError):
     """No such route."""
 
@@ -61,6 +91,12 @@ class ModelNotFound(NotFound):
 
 class MethodNotAllowed(AviaryError):
     status, code, type = 405, "method_not_allowed", "invalid_request_error"
+
+
+class ModelBusy(AviaryError):
+    """The model cannot be unloaded now: requests are using it or it is loading."""
+
+    status, code, type = 409, "model_busy", "invalid_request_error"
 
 
 class PayloadTooLarge(AviaryError):
@@ -117,6 +153,25 @@ class ModelUnavailable(AviaryError):
     status, code, type = 503, "model_unavailable", "server_error"
 
 
+class HubUnavailable(ModelUnavailable):
+    """A hub model is not cached and cannot be downloaded: the hub is unreachable or downloads are disabled."""
+
+    code = "hub_unavailable"
+
+
+class HubAccessDenied(ModelUnavailable):
+    """The hub refuses the service's credentials (gated or private repo). A 503, not a 403: the client's
+    request is fine, the operator has to set ``HF_TOKEN``."""
+
+    code = "hub_access_denied"
+
+
+class DownloadFailed(AviaryError):
+    """A download broke off or arrived corrupt (nothing was kept); retrying may succeed."""
+
+    status, code, type = 502, "download_failed", "server_error"
+
+
 class NotReady(AviaryError):
     """``/ready`` before the preloaded models are warm."""
 
@@ -139,4 +194,20 @@ def from_runtime(exc: BaseException, model: str) -> AviaryError:
         return UnsupportedOption(f"model '{model}': {exc}")
     if isinstance(exc, CheckpointError):
         return ModelUnavailable(f"model '{model}' cannot be used: {exc}")
+    if isinstance(exc, (UnknownModelError, HubUnavailableError, DownloadError)):
+        return from_hub(exc, model)
     return InternalError(f"model '{model}' failed: {type(exc).__name__}: {exc}")
+
+
+def from_hub(exc: BaseException, model: str) -> AviaryError:
+    """Map the runtime's hub errors (raised while fetching a model) onto ours; the runtime's messages already
+    say what to do (pre-download with ``aviary pull``, set ``HF_TOKEN``, retry)."""
+    if isinstance(exc, UnknownModelError):
+        return ModelNotFound(f"model '{model}': {exc}", param="model")
+    if isinstance(exc, HubAccessError):
+        return HubAccessDenied(f"model '{model}' cannot be downloaded: {exc}")
+    if isinstance(exc, HubUnavailableError):
+        return HubUnavailable(f"model '{model}' is not available here: {exc}")
+    if isinstance(exc, DownloadError):
+        return DownloadFailed(f"model '{model}': {exc}")
+    return from_runtime(exc, model)

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _DEVICE = r"^(auto|cpu|mps|cuda(:\d+)?)$"
@@ -62,8 +62,10 @@ class Settings(BaseSettings):
     )
     models: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
-        description="Explicit models as comma-separated name=location pairs; location is a local .nemo path. "
-        "Overrides a same-named file from model_dir.",
+        description="Explicit models as comma-separated name=location pairs; location is a local .nemo path or "
+        "a hub model: a catalog name (parakeet-tdt-0.6b-v2), a Hugging Face repo id (nvidia/canary-1b-flash), "
+        "either with an optional @revision. Hub models download on first use. Overrides a same-named file "
+        "from model_dir and a same-named catalog entry.",
     )
     default_model: str | None = Field(
         default=None,
@@ -79,6 +81,36 @@ class Settings(BaseSettings):
         default="runtime",
         description="`runtime` runs the checkpoints; `echo` is the test double (answers with each input's "
         "duration, no model needed) for smoke and load tests of the service itself.",
+    )
+
+    # -- the pretrained catalog and the hub cache -------------------------------------------------------------
+    catalog: bool = Field(
+        default=True,
+        description="Offer NeMo's pretrained catalog (Parakeet, Canary, FastConformer...) by name: GET /models "
+        "lists it and requests may name an entry, which is downloaded on first use.",
+    )
+    allow_downloads: bool = Field(
+        default=True,
+        description="Download hub models that are not cached when they are first used. false: only cached "
+        "ones load (others answer 503 saying how to pre-download them with `aviary pull`).",
+    )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Where downloaded checkpoints are kept (the runtime's AVIARY_CACHE_DIR; default "
+        "~/.cache/aviary). HF_HUB_CACHE / HF_HOME, when set, still win for Hugging Face files.",
+    )
+
+    # -- access ---------------------------------------------------------------------------------------------
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated bearer tokens accepted by the transcription endpoints and GET /models "
+        "(Authorization: Bearer <key>). Empty: those endpoints are open.",
+    )
+    admin_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the management endpoints (POST /models/{name}/load, DELETE "
+        "/models/{name}); it is accepted by every other endpoint too. Unset: management is guarded like "
+        "transcription (by api_keys if any, else open).",
     )
 
     # -- devices and the warm pool --------------------------------------------------------------------------
@@ -119,15 +151,49 @@ class Settings(BaseSettings):
     max_files: int = Field(default=64, ge=1, le=10_000, description="Most audio inputs in one request (413).")
     decode_threads: int = Field(default=4, ge=1, le=64, description="Threads decoding and resampling uploads.")
 
+    # -- manifests ------------------------------------------------------------------------------------------
+    media_root: Path | None = Field(
+        default=None,
+        description="Directory whose files manifests may name by server-side path (relative to it, or absolute "
+        "inside it; no escape by .. or symlinks). Unset: manifests must upload their audio.",
+    )
+    max_manifest_entries: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="Most entries in one POST /transcribe/manifest (413)."
+    )
+
     @field_validator("models", mode="before")
     @classmethod
     def _parse_models(cls, value: Any) -> dict[str, str]:
         return parse_model_entries(value)
 
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: Any) -> list[str]:
+        keys = parse_name_list(value)
+        if any(any(ch.isspace() for ch in key) for key in keys):
+            raise ValueError("an API key may not contain whitespace")
+        return keys
+
+    @field_validator("admin_key", mode="before")
+    @classmethod
+    def _check_admin_key(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip() or None
+            if value is not None and any(ch.isspace() for ch in value):
+                raise ValueError("the admin key may not contain whitespace")
+        return value
+
     @field_validator("preload", mode="before")
     @classmethod
     def _parse_preload(cls, value: Any) -> list[str]:
         return parse_name_list(value)
+
+    @field_validator("media_root")
+    @classmethod
+    def _check_media_root(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.expanduser().is_dir():
+            raise ValueError(f"{str(value)!r} is not a directory")
+        return value.expanduser().resolve() if value is not None else None
 
     @field_validator("model_ttl")
     @classmethod

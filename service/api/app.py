@@ -29,7 +29,8 @@ def create_app(
         settings: the configuration (default: read from the environment).
         backend_factory: builds a backend per model (default: per ``settings.backend``); tests pass
             EchoBackend factories here.
-        catalog: pretrained models beyond the directory and explicit entries (a later issue).
+        catalog: pretrained models beyond the directory and explicit entries (default: NeMo's catalog when
+            ``settings.catalog``; tests pass their own).
 
     Raises:
         ConfigurationError: the settings name models or devices that do not exist.

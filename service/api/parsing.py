@@ -18,6 +18,7 @@ from service.audio import AudioInput
 from service.batching import TranscribeRequest
 from service.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from service.pool import DecodeOptions
+from service.pool.prompt import prompt_fields
 from service.settings import Settings
 
 _FILE_FIELDS = ("files", "file")
@@ -111,8 +112,11 @@ def _request(inputs: list[AudioInput], options: TranscribeOptions, settings: Set
             f"the request holds {len(inputs)} inputs; at most {settings.max_files} are allowed "
             "(AVIARY_MAX_FILES) — split it", param="files",
         )
-    decoder = None if options.decoder == "default" else options.decoder
     return TranscribeRequest(
-        inputs=inputs, model=options.model, options=DecodeOptions(decoder, options.timestamps),
-        return_hypotheses=options.return_hypotheses,
+        inputs=inputs, model=options.model, options=decode_options(options),
+        return_hypotheses=options.return_hypotheses, prompt=prompt_fields(options.model_dump()),
     )
+
+
+def decode_options(options: TranscribeOptions) -> DecodeOptions:
+    return DecodeOptions(None if options.decoder == "default" else options.decoder, options.timestamps)

@@ -6,10 +6,36 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str
+
+
 SampleRate = Field(default=16000, ge=1000, le=768_000, description="Sample rate of the samples, in Hz.")
+_LANG = r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})?$"
 
 
-class TranscribeOptions(BaseModel):
+class PromptOptions(BaseModel):
+    """Multitask (Canary) prompt slots. Other models take `task=asr` or none and ignore the rest."""
+
+    task: Literal["asr", "ast", "transcribe", "translate"] | None = Field(
+        default=None, description="asr (transcribe) or ast (translate: set target_lang); default asr."
+    )
+    source_lang: str | None = Field(default=None, pattern=_LANG, description="Language spoken, e.g. en.")
+    target_lang: str | None = Field(
+        default=None, pattern=_LANG, description="Language of the text; differs from source_lang to translate."
+    )
+    pnc: bool | None = Field(default=None, description="Punctuation and capitalisation (model default: on).")
+    itn: bool | None = Field(default=None, description="canary2: inverse text normalisation.")
+    diarize: bool | None = Field(default=None, description="canary2: speaker-change tokens.")
+    emotion: str | None = Field(default=None, max_length=32, description="canary2: emotion slot.")
+    decodercontext: str | None = Field(default=None, max_length=2000, description="canary2: decoder context text.")
+
+
+class TranscribeOptions(PromptOptions):
     """Options shared by the multipart and the JSON forms of ``POST /transcribe``."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -94,12 +120,51 @@ class TranscriptionResponse(BaseModel):
     results: list[TranscriptionResult]
 
 
+class ManifestSummary(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str
+    entries: int
+    errors: int = Field(description="Entries whose result is an error object.")
+    audio_seconds: float = Field(description="Audio transcribed (successful entries).")
+    wall_seconds: float
+    wer: float | None = Field(description="Corpus WER over ASR entries with an `answer` (lower-cased, no punctuation).")
+    bleu: float | None = Field(description="Corpus BLEU-4 (0-100) over AST entries with an `answer`.")
+
+
+class ManifestResult(BaseModel):
+    """One entry's result: the transcript, or an error object for this entry alone."""
+
+    model_config = ConfigDict(extra="allow")
+
+    index: int
+    audio_filepath: str
+    duration: float | None = None
+    text: str | None = None
+    task: str | None = None
+    source_lang: str | None = None
+    target_lang: str | None = None
+    answer: str | None = None
+    error: ErrorDetail | None = None
+
+
+class ManifestResponse(BaseModel):
+    model: str
+    results: list[ManifestResult]
+    summary: ManifestSummary
+
+
 class ModelCard(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
     name: str
-    source: Literal["directory", "explicit", "pretrained"]
-    location: str
+    source: Literal["directory", "explicit", "pretrained"] = Field(
+        description="Where it was declared: AVIARY_MODEL_DIR, AVIARY_MODELS, or the pretrained catalog."
+    )
+    location: str = Field(description="Local path, or the hub name it downloads from.")
+    hub: Literal["hf", "ngc"] | None = Field(description="Hub it downloads from; null for local files.")
+    cached: bool = Field(description="Loads without the network (local files always do).")
+    description: str | None = Field(description="The catalog's description.")
     architecture: str | None = Field(description="The checkpoint's target class.")
     decoders: list[str] | None = Field(description="Decoder types, default first.")
     sample_rate: int | None
@@ -115,11 +180,9 @@ class ModelList(BaseModel):
     models: list[ModelCard]
 
 
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None
-    code: str
+class UnloadResult(BaseModel):
+    name: str
+    unloaded: bool = Field(description="false: it was not loaded (nothing to do).")
 
 
 class ErrorBody(BaseModel):
@@ -147,6 +210,31 @@ def transcribe_request_body() -> dict[str, Any]:
             "application/json": {"schema": _inlined(TranscribeJSON.model_json_schema())},
         },
     }
+
+
+def manifest_request_body() -> dict[str, Any]:
+    """The request body of ``POST /transcribe/manifest`` for the docs."""
+    entry = {"type": "object", "required": ["audio_filepath"], "additionalProperties": True, "properties": {
+        "audio_filepath": {"type": "string", "description": "An uploaded part's filename, or a path under "
+                           "AVIARY_MEDIA_ROOT."},
+        "offset": {"type": "number"}, "duration": {"type": "number"},
+        "taskname": {"type": "string", "enum": ["asr", "ast"]}, "source_lang": {"type": "string"},
+        "target_lang": {"type": "string"}, "pnc": {"type": ["boolean", "string"]},
+        "answer": {"type": "string", "description": "Reference text: scored in the summary."},
+    }}
+    form = TranscribeOptions.model_json_schema()
+    form["properties"] = {
+        "manifest": {"type": "string", "format": "binary", "description": "JSON Lines or a JSON array."},
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        **form["properties"],
+    }
+    form["required"] = ["manifest"]
+    text = {"schema": {"type": "string", "description": "One JSON entry per line."}}
+    return {"required": True, "content": {
+        "application/x-ndjson": text, "text/plain": text,
+        "application/json": {"schema": {"type": "array", "items": entry}},
+        "multipart/form-data": {"schema": _inlined(form)},
+    }}
 
 
 def _inlined(schema: dict[str, Any]) -> dict[str, Any]:

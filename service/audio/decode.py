@@ -33,13 +33,16 @@ def decode_input(item: AudioInput, target_sr: int, max_audio_s: float) -> Decode
     check_media_type(item)
     try:
         if item.samples is not None:
-            audio = _from_array(item.samples, item, target_sr, max_audio_s)
+            audio = _segment(_from_array(item.samples, item, target_sr, max_audio_s), item, target_sr)
         elif item.data is not None and item.data.startswith(NPY_MAGIC):
-            audio = _from_array(load_npy(item.data, item.label), item, target_sr, max_audio_s)
+            audio = _segment(_from_array(load_npy(item.data, item.label), item, target_sr, max_audio_s), item, target_sr)
         else:
-            audio = load_audio(item.data or b"", target_sr, name=item.label)
+            source = item.path if item.path is not None else item.data or b""
+            audio = load_audio(source, target_sr, name=item.label, offset=item.offset, duration=item.duration)
     except AudioError as exc:
-        raise InvalidAudio(str(exc), param=item.label) from None
+        # A server-side file is named as the client named it: the decoder's message must not show where it lives.
+        message = str(exc).replace(str(item.path), item.label) if item.path is not None else str(exc)
+        raise InvalidAudio(message, param=item.label) from None
     if not np.isfinite(audio).all():
         raise InvalidAudio(f"{item.label}: the samples contain NaN or infinity", param=item.label)
     duration = len(audio) / target_sr
@@ -81,6 +84,17 @@ def _from_array(array: np.ndarray, item: AudioInput, target_sr: int, max_audio_s
         # Check the length before resampling so an oversized payload costs no work.
         _check_duration(item, max(array.shape) / item.sample_rate, max_audio_s)
     return prepare_array(array, item.sample_rate, target_sr, name=item.label)
+
+
+def _segment(audio: np.ndarray, item: AudioInput, rate: int) -> np.ndarray:
+    """The ``offset`` / ``duration`` segment of a waveform (encoded files are cut while decoding)."""
+    if not item.offset and item.duration is None:
+        return audio
+    start = round(item.offset * rate)
+    stop = None if item.duration is None else start + round(item.duration * rate)
+    if audio[start:stop].size == 0:
+        raise AudioError(f"{item.label}: the audio is empty (0 samples) at offset {item.offset:g} s")
+    return audio[start:stop]
 
 
 def _check_duration(item: AudioInput, duration: float, max_audio_s: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -11,8 +12,10 @@ import numpy as np
 class AudioInput:
     """One undecoded input.
 
-    Exactly one of ``data`` (an encoded file or ``.npy`` bytes) and ``samples`` (a waveform from JSON) is set.
+    Exactly one of ``data`` (an encoded file or ``.npy`` bytes), ``samples`` (a waveform from JSON) and
+    ``path`` (a server-side file a manifest names, already checked against the media root) is set.
     ``sample_rate`` is the rate of ``samples`` or of a ``.npy`` payload; encoded files carry their own.
+    ``offset`` / ``duration`` (seconds) select a segment, as NeMo manifest entries do.
     """
 
     label: str  # how errors name the input: its filename, or audio[i]
@@ -21,6 +24,9 @@ class AudioInput:
     samples: np.ndarray | None = None
     content_type: str | None = None
     sample_rate: int = 16000
+    path: Path | None = None
+    offset: float = 0.0
+    duration: float | None = None
 
     @property
     def size(self) -> int:

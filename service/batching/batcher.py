@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Executor
+from contextlib import asynccontextmanager
 
-from service.audio import DecodedAudio, decode_input
 from service.batching.jobs import ItemResult, Job, TranscribeOutcome, TranscribeRequest
+from service.batching.session import ModelSession
 from service.batching.worker import BatchPolicy, ModelWorker
 from service.errors import RequestTimeout
 from service.metrics import Metrics
-from service.pool import Backend, WarmPool, check_options
+from service.pool import Backend, DecodeOptions, WarmPool, check_options
 
 
 class Batcher:
@@ -52,18 +53,31 @@ class Batcher:
             AviaryError: 404 unknown model, 422 unsupported option, 400/413/415 bad input, 429 queue full,
                 503 model failed to load, 504 queue wait past the deadline, 500 model failure.
         """
-        async with self._pool.lease(request.model) as backend:
-            options = check_options(backend.name, backend.info(), request.options)
-            decoded = await self._decode(request, backend.sample_rate)
-            deadline = time.monotonic() + self._timeout_s
-            jobs = [Job(d.audio, options, d.duration, deadline) for d in decoded]
-            self._worker_for(backend).submit(jobs)
+        async with self.session(request.model, request.options) as session:
+            prompt = session.check_prompt(request.prompt)
+            decoded = list(await asyncio.gather(*(session.decode(item) for item in request.inputs)))
+            jobs = session.enqueue(decoded, [prompt] * len(decoded))
             await self._wait(jobs)
         items = [ItemResult(i, d.filename, d.duration, j.future.result()) for i, (d, j) in enumerate(zip(decoded, jobs))]
         return TranscribeOutcome(
-            backend.name, items, _queue_seconds(jobs), _inference_seconds(jobs),
-            return_hypotheses=request.return_hypotheses, timestamps=options.timestamps,
+            session.model, items, _queue_seconds(jobs), _inference_seconds(jobs),
+            return_hypotheses=request.return_hypotheses, timestamps=session.options.timestamps,
         )
+
+    @asynccontextmanager
+    async def session(self, model: str | None, options: DecodeOptions) -> AsyncIterator[ModelSession]:
+        """Lease ``model`` (loading it if needed) and check ``options`` against it, for one request.
+
+        Raises:
+            ModelNotFound, ModelUnavailable (and the hub errors): the model cannot be had.
+            UnsupportedOption: an option the model lacks.
+        """
+        async with self._pool.lease(model) as backend:
+            info = backend.info()
+            yield ModelSession(
+                backend, check_options(backend.name, info, options), self._worker_for(backend), self._policy,
+                self._executor, self._max_audio_s, self._timeout_s, info,
+            )
 
     async def close(self) -> None:
         """Stop every worker (their queued jobs fail with 503)."""
@@ -72,14 +86,6 @@ class Batcher:
 
     def worker(self, name: str) -> ModelWorker | None:
         return self._workers.get(name)
-
-    async def _decode(self, request: TranscribeRequest, sample_rate: int) -> list[DecodedAudio]:
-        loop = asyncio.get_running_loop()
-        tasks = [
-            loop.run_in_executor(self._executor, decode_input, item, sample_rate, self._max_audio_s)
-            for item in request.inputs
-        ]
-        return list(await asyncio.gather(*tasks))
 
     def _worker_for(self, backend: Backend) -> ModelWorker:
         worker = self._workers.get(backend.name)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from service.audio.inputs import AudioInput
 from service.pool.backend import DecodeOptions, FloatAudio
@@ -26,6 +27,7 @@ class TranscribeRequest:
     model: str | None = None
     options: DecodeOptions = field(default_factory=DecodeOptions)
     return_hypotheses: bool = False
+    prompt: Mapping[str, Any] = field(default_factory=dict)  # multitask slots for every input (task, langs...)
 
 
 @dataclass(eq=False)
@@ -40,6 +42,7 @@ class Job:
     options: DecodeOptions
     duration: float  # seconds
     deadline: float = math.inf  # time.monotonic() after which the job must not start
+    prompt: Mapping[str, Any] = field(default_factory=dict)  # per item: does not split batches
     future: Future[Hypothesis] = field(default_factory=Future)
     seq: int = field(default_factory=lambda: next(_SEQUENCE))
     queued_at: float = field(default_factory=time.monotonic)

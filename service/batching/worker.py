@@ -178,7 +178,7 @@ class ModelWorker:
         """Run one batch and resolve its futures; raises whatever the backend raised."""
         assert self._backend is not None
         started, batch_id = time.monotonic(), next(_BATCH_IDS)
-        hyps = self._backend.transcribe_batch([job.audio for job in jobs], jobs[0].options)
+        hyps = self._backend.transcribe_batch([job.audio for job in jobs], jobs[0].options, [j.prompt for j in jobs])
         if len(hyps) != len(jobs):
             raise RuntimeError(f"the model returned {len(hyps)} results for {len(jobs)} inputs")
         finished = time.monotonic()

@@ -6,7 +6,7 @@ The worker calls ``transcribe_batch`` from its own thread and nothing else durin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -27,7 +27,8 @@ class DecodeOptions:
     """Options that change what the model computes, so items batched together must share them.
 
     ``return_hypotheses`` is not here: the runtime always returns full hypotheses and the API only trims
-    them, so it does not split batches.
+    them, so it does not split batches. Neither is a multitask model's prompt (task, languages, pnc...):
+    it is per item, so items with different prompts share batches.
     """
 
     decoder: str | None = None  # None: the model's default decoder
@@ -49,8 +50,18 @@ class Backend(Protocol):
         """Run a dummy input once so the first request does not pay for lazy initialisation."""
         ...
 
-    def transcribe_batch(self, audio: list[FloatAudio], options: DecodeOptions) -> list[Hypothesis]:
-        """Transcribe mono float32 waveforms at ``sample_rate``; one hypothesis per input, in order."""
+    def transcribe_batch(
+        self, audio: list[FloatAudio], options: DecodeOptions, prompts: Sequence[Mapping[str, Any]] | None = None
+    ) -> list[Hypothesis]:
+        """Transcribe mono float32 waveforms at ``sample_rate``; one hypothesis per input, in order.
+
+        ``prompts`` (one per input, multitask models only): the input's prompt slots (``task``,
+        ``source_lang``, ``target_lang``, ``pnc``...), already checked with ``check_prompt``.
+        """
+        ...
+
+    def check_prompt(self, prompt: Mapping[str, Any]) -> None:
+        """Raise ``UnsupportedOptionError`` (or ``ValueError``) if the model cannot take this prompt."""
         ...
 
     def close(self) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from models.errors import UnsupportedOptionError
 from service.pool.backend import DecodeOptions, FloatAudio
 
 if TYPE_CHECKING:
@@ -16,7 +18,8 @@ _WARMUP_SECONDS = 1.0
 
 
 class RuntimeBackend:
-    """One restored ``ASRModel`` on one device."""
+    """One restored ``ASRModel`` on one device. Multitask (AED) models decode through ``transcribe_items``,
+    each item carrying its own prompt, so items with different tasks and languages share a batch."""
 
     def __init__(self, name: str, model: Any):
         self.name = name
@@ -24,6 +27,7 @@ class RuntimeBackend:
         self.sample_rate = int(model.sample_rate)
         # info() may count parameters; compute it once, not per request.
         self._info = {**dict(model.info()), "decoders": list(model.decoder_types), "device": str(model.device)}
+        self._multitask = "aed" in self._info["decoders"]
 
     @classmethod
     def load(cls, spec: ModelSpec, device: str) -> RuntimeBackend:
@@ -44,9 +48,21 @@ class RuntimeBackend:
         noise = np.random.default_rng(0).normal(0, 0.05, int(self.sample_rate * _WARMUP_SECONDS))
         self.transcribe_batch([noise.astype(np.float32)], DecodeOptions())
 
-    def transcribe_batch(self, audio: list[FloatAudio], options: DecodeOptions) -> list[Hypothesis]:
+    def check_prompt(self, prompt: Mapping[str, Any]) -> None:
+        if not self._multitask or self._model is None:
+            return
+        try:
+            self._model.prompt_ids(dict(prompt))
+        except ValueError as exc:
+            raise UnsupportedOptionError(str(exc)) from None
+
+    def transcribe_batch(
+        self, audio: list[FloatAudio], options: DecodeOptions, prompts: Sequence[Mapping[str, Any]] | None = None
+    ) -> list[Hypothesis]:
         if self._model is None:
             raise RuntimeError(f"model '{self.name}' was closed")
+        if self._multitask:
+            return self._transcribe_items(audio, options, prompts)
         hyps = self._model.transcribe(
             audio, batch_size=len(audio), return_hypotheses=True,
             timestamps=True if options.timestamps else None, decoder_type=options.decoder, verbose=False,
@@ -54,6 +70,18 @@ class RuntimeBackend:
         # NeMo's hybrids once returned (best, all) pairs; accept that shape too.
         if isinstance(hyps, tuple) and len(hyps) == 2 and isinstance(hyps[0], list):
             hyps = hyps[0]
+        return list(hyps)
+
+    def _transcribe_items(
+        self, audio: list[FloatAudio], options: DecodeOptions, prompts: Sequence[Mapping[str, Any]] | None
+    ) -> list[Hypothesis]:
+        from models.inputs import AudioItem
+
+        entries = list(prompts) if prompts is not None else [{} for _ in audio]
+        items = [AudioItem(a, f"audio[{i}]", dict(e)) for i, (a, e) in enumerate(zip(audio, entries))]
+        hyps = self._model.transcribe_items(items, timestamps=options.timestamps, decoder_type=options.decoder)
+        for hyp in hyps:
+            hyp.text = hyp.text.lstrip()  # NeMo's AED detokeniser keeps the leading space of the first piece
         return list(hyps)
 
     def close(self) -> None:

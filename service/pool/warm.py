@@ -2,7 +2,7 @@
 
 Used as ``async with pool.lease(name) as backend``; a lease keeps its model loaded until it ends. Concurrent
 first requests share one load (a per-model lock guards the single load task, whose outcome every waiter
-gets). Unloading drops every reference the service holds (listeners stop the model's worker first), then
+gets); a hub model is fetched (downloaded if needed) inside that load, so they share one download too. Unloading drops every reference the service holds (listeners stop the model's worker first), then
 collects garbage and empties the accelerator cache, so the memory really comes back.
 """
 
@@ -16,8 +16,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.errors import CheckpointError
-from service.errors import AviaryError, ModelUnavailable
+from models.errors import CheckpointError, DownloadError, HubUnavailableError, UnknownModelError
+from service.errors import AviaryError, ModelUnavailable, from_hub
 from service.metrics import Metrics
 from service.pool.backend import Backend, BackendFactory
 from service.pool.devices import release_memory
@@ -27,6 +27,13 @@ log = logging.getLogger("aviary.pool")
 
 #: Called (on the event loop) when a model is about to be unloaded, before the pool closes it.
 UnloadListener = Callable[[str, Backend], Awaitable[None]]
+#: Turns a spec into one whose location is a local checkpoint (downloading hub models). Runs in a thread.
+Fetcher = Callable[[ModelSpec], ModelSpec]
+_HUB_ERRORS = (UnknownModelError, HubUnavailableError, DownloadError)
+
+
+def _local(spec: ModelSpec) -> ModelSpec:
+    return spec
 
 
 @dataclass(eq=False)
@@ -55,15 +62,17 @@ class WarmPool:
         device: resolved device string every model is loaded onto.
         max_loaded: LRU capacity.
         ttl_s: idle seconds before an unpinned model is unloaded; -1 never.
+        fetch: makes a spec's checkpoint local before the factory sees it (hub downloads); default: as is.
     """
 
     def __init__(
         self, registry: ModelRegistry, factory: BackendFactory, *, device: str, max_loaded: int,
-        ttl_s: float = -1, metrics: Metrics | None = None,
+        ttl_s: float = -1, metrics: Metrics | None = None, fetch: Fetcher | None = None,
     ):
         self.registry = registry
         self.device = device
         self._factory = factory
+        self._fetch = fetch or _local
         self._max_loaded = max_loaded
         self._ttl_s = ttl_s
         self._metrics = metrics or Metrics()
@@ -110,12 +119,21 @@ class WarmPool:
     async def preload(self, names: Iterable[str]) -> None:
         """Load, warm and pin ``names`` one after another (pinned models are exempt from TTL and LRU)."""
         for name in names:
-            async with self.lease(name):
-                self._slots[name].pinned = True
+            await self.load(name, pin=True)
+
+    async def load(self, name: str, *, pin: bool = False) -> None:
+        """Load and warm ``name`` now (no-op when loaded); ``pin`` exempts it from TTL and LRU."""
+        async with self.lease(name):
+            if pin:
+                self._slots[self.registry.get(name).name].pinned = True
 
     async def unload(self, name: str, reason: str = "requested") -> bool:
-        """Unload ``name`` now if it is loaded and idle; returns whether it was."""
-        return await self._unload(self._slots[self.registry.get(name).name], reason)
+        """Unload ``name`` now if it is loaded and idle (unpinning it); returns whether it was."""
+        slot = self._slots[self.registry.get(name).name]
+        unloaded = await self._unload(slot, reason)
+        if unloaded:
+            slot.pinned = False
+        return unloaded
 
     async def reap(self) -> None:
         """Unload models idle past the TTL, then the least recently used idle ones while over capacity."""
@@ -159,13 +177,15 @@ class WarmPool:
         spec = slot.spec
         try:
             await self._make_room(exclude=slot)
-            backend, load_s, warm_s = await asyncio.to_thread(self._load_sync, spec)
+            backend, fetch_s, load_s, warm_s = await asyncio.to_thread(self._load_sync, spec)
             slot.info, slot.load_seconds = backend.info(), load_s + warm_s
             slot.backend, slot.last_used = backend, time.monotonic()
         except Exception as exc:
             log.error("model %s failed to load from %s: %s", spec.name, spec.location, exc)
             if isinstance(exc, AviaryError):
                 raise
+            if isinstance(exc, _HUB_ERRORS):
+                raise from_hub(exc, spec.name) from exc
             detail = str(exc) if isinstance(exc, CheckpointError) else (
                 f"{type(exc).__name__}: {exc} (from {spec.location}); check that it is a valid .nemo checkpoint "
                 "of a supported architecture"
@@ -175,18 +195,21 @@ class WarmPool:
             slot.loading = None
         self._metrics.load_seconds.labels(spec.name).observe(load_s + warm_s)
         self._metrics.loaded_models.set(len(self.loaded()))
-        log.info("loaded model %s on %s in %.2f s (warm-up %.2f s)", spec.name, self.device, load_s, warm_s)
+        log.info("loaded model %s on %s in %.2f s (warm-up %.2f s%s)", spec.name, self.device, load_s, warm_s,
+                 f", fetched in {fetch_s:.2f} s" if spec.hub else "")
 
-    def _load_sync(self, spec: ModelSpec) -> tuple[Backend, float, float]:
+    def _load_sync(self, spec: ModelSpec) -> tuple[Backend, float, float, float]:
         t0 = time.perf_counter()
-        backend = self._factory(spec, self.device)
+        local = self._fetch(spec)
         t1 = time.perf_counter()
+        backend = self._factory(local, self.device)
+        t2 = time.perf_counter()
         try:
             backend.warmup()
         except Exception:
             _close_quietly(backend)
             raise
-        return backend, t1 - t0, time.perf_counter() - t1
+        return backend, t1 - t0, t2 - t1, time.perf_counter() - t2
 
     async def _make_room(self, exclude: _Slot) -> None:
         while len(self.loaded()) >= self._max_loaded:

@@ -83,19 +83,20 @@ def run_server(settings: Settings, factory: Callable[..., Any] | None) -> Iterat
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.01)
     url = f"http://127.0.0.1:{port}"
-    with httpx.Client(base_url=url, timeout=30) as client:
-        try:
-            yield Server(url, port, app.state.engine, factory if isinstance(factory, EchoFactory) else None, client)
-        finally:
-            server.should_exit = True
-            thread.join(15)
-            sock.close()
+    client = httpx.Client(base_url=url, timeout=30)
+    try:
+        yield Server(url, port, app.state.engine, factory if isinstance(factory, EchoFactory) else None, client)
+    finally:
+        client.close()  # first: an open keep-alive connection would hold up the server's shutdown
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
 
 
 def echo_settings(model_dir: Path, **overrides: Any) -> Settings:
     base: dict[str, Any] = {
         "model_dir": model_dir, "default_model": "echo", "device": "cpu", "max_wait_ms": 5,
-        "max_upload_mb": 4, "max_audio_s": 30, "max_files": 8, "models": {},
+        "max_upload_mb": 4, "max_audio_s": 30, "max_files": 8, "models": {}, "catalog": False,
     }
     return Settings(**{**base, **overrides})
 

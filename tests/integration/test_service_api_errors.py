@@ -159,3 +159,15 @@ def test_bad_requests_do_not_disturb_good_ones(server: Server) -> None:
     samples = {"audio": [{"samples": tone(0.5).tolist()}]}
     response = server.client.post("/transcribe", json=samples)
     assert response.status_code == 200 and response.json()["results"][0]["text"] == echo_text(0.5)
+
+
+def test_task_fields_on_a_model_that_only_transcribes(server: Server) -> None:
+    assert upload(server, ("a.wav", wav(0.5), "audio/wav"), task="asr", source_lang="en").status_code == 200
+    err = error_of(upload(server, ("a.wav", wav(0.5), "audio/wav"), task="translate", target_lang="de"), 422,
+                   "unsupported_option")
+    assert "only transcribes (task asr)" in err["message"] and err["param"] == "task"
+    err = error_of(upload(server, ("a.wav", wav(0.5), "audio/wav"), pnc="maybe"), 422, "validation_error")
+    assert err["param"] == "pnc"
+    err = error_of(server.client.post("/transcribe", json={"audio": [{"samples": [0.0] * 800}], "task": "sing"}),
+                   422, "validation_error")
+    assert err["param"] == "task"

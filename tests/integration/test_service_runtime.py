@@ -47,6 +47,7 @@ pytestmark = [
 def _settings(**overrides: Any) -> Settings:
     return Settings(**{
         "model_dir": FIXTURE_MODELS, "models": {}, "device": "cpu", "backend": "runtime", "max_loaded": 16,
+        "catalog": False,
         "default_model": CHECKPOINTS[0].stem if CHECKPOINTS else None, **overrides,
     })
 

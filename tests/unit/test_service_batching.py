@@ -101,6 +101,25 @@ def test_options_split_batches() -> None:
     run(BatchPolicy(max_wait_s=0.05), scenario)
 
 
+def test_prompts_do_not_split_batches_but_options_still_do() -> None:
+    async def scenario(h: Harness) -> None:
+        async with h.pool.lease("echo"):
+            pass
+        asr, ast, stamped = await asyncio.gather(
+            h.batcher.submit(request(1.0, prompt={"task": "asr", "source_lang": "en"})),
+            h.batcher.submit(request(1.5, prompt={"task": "translate", "source_lang": "en", "target_lang": "de"})),
+            h.batcher.submit(request(1.0, options=DecodeOptions(None, True), prompt={"source_lang": "fr"})),
+        )
+        assert texts(asr) == [echo_text(1.0, prompt={"task": "asr", "source_lang": "en"})]
+        assert texts(ast) == [echo_text(1.5, prompt={"task": "ast", "source_lang": "en", "target_lang": "de"})]
+        assert texts(stamped) == [echo_text(1.0, prompt={"source_lang": "fr"})]
+        assert sorted(len(b) for b in h.backends["echo"].batches) == [1, 2]  # asr and ast together
+        with pytest.raises(UnsupportedOption, match="source_lang=ja; its languages are: en, de, fr"):
+            await h.batcher.submit(request(1.0, prompt={"source_lang": "ja"}))
+
+    run(BatchPolicy(max_wait_s=0.05), scenario, languages=("en", "de", "fr"))
+
+
 def test_default_decoder_by_name_is_normalised_and_unknown_one_is_422() -> None:
     async def scenario(h: Harness) -> None:
         outcome = await h.batcher.submit(request(1.0, model="echo", options=DecodeOptions("rnnt")))

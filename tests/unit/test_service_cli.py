@@ -45,10 +45,12 @@ def test_models_lists_the_directory(model_dir: Path, capsys: pytest.CaptureFixtu
     assert main(["models", "--model-dir", str(model_dir), "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     assert listing["default"] == "alpha"
-    assert [m["name"] for m in listing["models"]] == ["alpha", "beta"]
+    assert [m["name"] for m in listing["models"][:2]] == ["alpha", "beta"]
     assert listing["models"][0]["loaded"] is False and listing["models"][0]["source"] == "directory"
+    assert {m["source"] for m in listing["models"][2:]} == {"pretrained"}  # the catalog follows
     assert main(["models", "--model-dir", str(model_dir)]) == 0
-    assert "* alpha" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "configured:\n* alpha" in out and "catalog (+: cached):" in out
 
 
 def test_transcribe_in_process(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -83,8 +85,8 @@ def test_bad_settings_exit_2(capsys: pytest.CaptureFixture[str], monkeypatch: py
     assert main(["models"]) == 2
     assert "max_batch_size" in capsys.readouterr().err
     monkeypatch.delenv("AVIARY_MAX_BATCH_SIZE")
-    assert main(["models", "--models", "x=nvidia/parakeet-ctc-0.6b"]) == 2
-    assert "hub model names are not supported yet" in capsys.readouterr().err
+    assert main(["models", "--models", "x=parakeet-ctc-0.6bb"]) == 2
+    assert "did you mean: parakeet-ctc-0.6b" in capsys.readouterr().err
 
 
 def test_npy_file_is_accepted(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -28,6 +28,21 @@ def test_defaults() -> None:
     assert s.max_upload_bytes == 100 * 1024 * 1024
 
 
+def test_keys_and_hub_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AVIARY_API_KEYS", " sk-one , sk-two,")
+    monkeypatch.setenv("AVIARY_ADMIN_KEY", "sk-admin")
+    monkeypatch.setenv("AVIARY_ALLOW_DOWNLOADS", "false")
+    monkeypatch.setenv("AVIARY_CACHE_DIR", str(tmp_path))
+    s = Settings()
+    assert [k.get_secret_value() for k in s.api_keys] == ["sk-one", "sk-two"]
+    assert s.admin_key is not None and s.admin_key.get_secret_value() == "sk-admin"
+    assert "sk-" not in repr(s)  # secrets stay out of logs
+    assert s.allow_downloads is False and s.cache_dir == tmp_path and s.catalog is True
+    assert Settings(admin_key="  ").admin_key is None
+    with pytest.raises(ValidationError, match="api_keys"):
+        Settings(api_keys="a b")
+
+
 def test_every_field_is_documented() -> None:
     missing = [name for name, field in Settings.model_fields.items() if not field.description]
     assert missing == []
@@ -112,13 +127,36 @@ def test_registry_default_rules(tmp_path: Path) -> None:
         ModelRegistry.from_settings(Settings(model_dir=tmp_path, preload="c"))
 
 
-def test_registry_refuses_hub_names_and_missing_files(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="hub model names are not supported yet"):
-        ModelRegistry.from_settings(Settings(models="p=nvidia/parakeet-tdt-0.6b-v2"))
+def test_registry_accepts_hub_names_and_refuses_missing_files(tmp_path: Path) -> None:
+    entries = "p=nvidia/parakeet-tdt-0.6b-v2,c=stt_en_fastconformer_hybrid_large_pc,r=org/repo@v1.2"
+    registry = ModelRegistry.from_settings(Settings(models=entries))
+    assert [(s.name, s.location, s.hub) for s in registry.specs()] == [
+        ("p", "nvidia/parakeet-tdt-0.6b-v2", "hf"), ("c", "stt_en_fastconformer_hybrid_large_pc", "ngc"),
+        ("r", "org/repo@v1.2", "hf"),
+    ]
     with pytest.raises(ConfigurationError, match="no such file"):
         ModelRegistry.from_settings(Settings(models=f"p={tmp_path}/missing.nemo"))
+    closest = r"did you mean: parakeet-tdt-0\.6b-v3, parakeet-tdt-0\.6b-v2"
+    with pytest.raises(ConfigurationError, match=r"not a catalog name .* " + closest):
+        ModelRegistry.from_settings(Settings(models="p=parakeet-tdt-0.6b-v9"))
     with pytest.raises(ConfigurationError, match="is not a directory"):
         ModelRegistry.from_settings(Settings(model_dir=tmp_path / "nope"))
+
+
+def test_catalog_names_and_aliases_resolve_but_are_never_the_default(tmp_path: Path) -> None:
+    from service.pool.catalog import HubCatalog
+
+    (tmp_path / "local.nemo").write_bytes(b"")
+    registry = ModelRegistry.from_settings(Settings(model_dir=tmp_path), HubCatalog())
+    assert registry.default == "local"
+    spec = registry.get("nvidia/parakeet-tdt-0.6b-v2")  # an alias of the catalog entry
+    assert (spec.name, spec.source, spec.hub) == ("parakeet-tdt-0.6b-v2", "pretrained", "hf")
+    assert registry.get("stt_en_conformer_ctc_small").hub == "ngc"
+    assert "vad_multilingual_frame_marblenet" not in registry.names()  # not an ASR model the runtime runs
+    with pytest.raises(ModelNotFound, match=r"did you mean: parakeet-tdt-0.6b-v\d.*available models: local; "
+                       r"GET /models lists them and \d+ pretrained catalog models"):
+        registry.get("parakeet-tdt-0.6b")
+    assert ModelRegistry.from_settings(Settings(), HubCatalog()).default is None
 
 
 def test_empty_registry_explains_how_to_configure() -> None:
@@ -150,6 +188,6 @@ def test_describe_peeks_into_an_uncompressed_nemo(tmp_path: Path) -> None:
         tar.addfile(info, io.BytesIO(raw))
     card = describe(ModelSpec("m", "explicit", str(path)))
     assert card["target"] == config["target"] and card["decoders"] == ["tdt", "ctc"]
-    assert card["sample_rate"] == 16000 and card["tasks"] == ["transcribe"]
+    assert card["sample_rate"] == 16000 and card["tasks"] == ["asr"]
     (tmp_path / "junk.nemo").write_bytes(b"junk")
     assert describe(ModelSpec("j", "explicit", str(tmp_path / "junk.nemo"))) == {}
