@@ -11,7 +11,7 @@ STFT and the conv subsampling hold intermediates several times larger than the f
   overlapping stretches of time so their ``[C, T/2, F/2]`` activations stay bounded too.
 * ``chunked`` — any encoder (ConvASR: QuartzNet/Citrinet, ``abs_pos``, streaming contexts, ...). The
   features of the whole file are computed once (per-utterance normalisation stays global), windows
-  ``[left | chunk | right]`` of feature frames (multiples of the subsampling factor) are encoded several at a
+  ``[left | chunk | right]`` of feature frames (multiples of the subsampling factor) are encoded a few at a
   time, and only the encoder frames of each chunk are kept. The kept frames tile the utterance exactly, so
   the concatenation *is* an encoder sequence: the model's normal CTC / label-looping transducer decoding runs
   on it, the transducer state carries across chunks, nothing is duplicated or dropped at boundaries, and
@@ -28,11 +28,12 @@ must not encode from two threads at once (the service runs one batch at a time p
 
 from __future__ import annotations
 
+import logging
 import math
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -46,7 +47,10 @@ from models.features import MelFrontend, normalize
 if TYPE_CHECKING:
     from models.asr_model import ASRModel
 
+log = logging.getLogger("aviary.models")
+
 STRATEGIES = ("auto", "full", "local_attention", "chunked")
+Progress = Callable[[str, float], None]  # (strategy, fraction of the encoder's work done), from the model's thread
 FEATURE_STEP = 30_000  # STFT frames per stretch (5 min at 10 ms): bounds the [B, n_fft/2+1, T] spectrum
 SUBSAMPLING_STEP = 1024  # encoder frames per stretch of the conv subsampling (82 s at 80 ms)
 
@@ -57,16 +61,20 @@ class LongAudioOptions:
 
     ``threshold_s`` only matters for ``auto``. Chunk and context lengths are rounded to whole encoder
     frames. ``local_context`` is ``[left, right]`` in encoder frames (NeMo's ``att_context_size``;
-    128 = 10.24 s at 80 ms per frame). ``window_batch`` windows are encoded together in ``chunked`` mode.
+    128 = 10.24 s at 80 ms per frame). ``chunked`` mode encodes ``window_batch`` windows together (0: one on
+    CPU, where batching was measured to gain nothing and cost memory; four elsewhere). ``progress``, if set,
+    is called after each window batch (``chunked``) or Conformer layer (``local_attention``) of a long
+    utterance; decoding, which follows, reports nothing.
     """
 
     strategy: str = "auto"
-    threshold_s: float = 480.0
+    threshold_s: float = 300.0
     chunk_s: float = 30.0
     left_context_s: float = 5.0
     right_context_s: float = 5.0
     local_context: tuple[int, int] = (128, 128)
-    window_batch: int = 4
+    window_batch: int = 0
+    progress: Progress | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "local_context", tuple(int(c) for c in self.local_context))
@@ -77,8 +85,8 @@ class LongAudioOptions:
             raise UnsupportedOptionError(f"local_context must be [left, right] > 0, not {self.local_context}")
         if self.chunk_s <= 0 or self.left_context_s < 0 or self.right_context_s < 0 or self.threshold_s < 0:
             raise UnsupportedOptionError("chunk_s must be positive; contexts and threshold_s non-negative")
-        if self.window_batch < 1:
-            raise UnsupportedOptionError("window_batch must be at least 1")
+        if self.window_batch < 0:
+            raise UnsupportedOptionError("window_batch must be 0 (auto) or positive")
 
 
 def resolve_options(value: LongAudioOptions | dict[str, Any] | str | None,
@@ -112,8 +120,7 @@ def _attention_kind(encoder: nn.Module) -> str | None:
 
 
 def local_attention_applies(encoder: nn.Module) -> bool:
-    return _attention_kind(encoder) in ("rel_pos", "rel_pos_local_attn") and not getattr(
-        encoder, "reduction_subsampling", None)
+    return _attention_kind(encoder) in ("rel_pos", "rel_pos_local_attn")
 
 
 def choose_strategy(encoder: nn.Module, seconds: float, options: LongAudioOptions) -> str:
@@ -148,14 +155,18 @@ def encode(model: ASRModel, audio: torch.Tensor, lengths: torch.Tensor, strategy
     """Waveforms ``[B, N]`` → encoder states ``[B, D, T']`` and lengths, with ``strategy``."""
     if strategy == "full":
         return model.encode(audio, lengths)
+    if strategy not in ("local_attention", "chunked"):
+        raise UnsupportedOptionError(f"unknown long-audio strategy {strategy!r}")
+    log.info("long audio: %s, %d utterance(s), longest %.0f s", strategy, len(lengths),
+             float(lengths.max()) / model.sample_rate)
     feats, feat_len = features(model.preprocessor, audio, lengths)  # [B, F, T]
     if strategy == "local_attention":
-        with local_attention(model.encoder, options.local_context), windowed_subsampling(model.encoder):
+        with local_attention(model.encoder, options.local_context), windowed_subsampling(model.encoder), \
+                _layer_progress(model.encoder, options.progress):
             return model.encoder(feats, feat_len)
-    if strategy == "chunked":
-        geometry = Geometry.from_options(options, model.preprocessor.window_stride, subsampling_factor(model.encoder))
-        return chunked_encode(model.encoder, feats, feat_len, geometry, options.window_batch)
-    raise UnsupportedOptionError(f"unknown long-audio strategy {strategy!r}")
+    geometry = Geometry.from_options(options, model.preprocessor.window_stride, subsampling_factor(model.encoder))
+    batch = options.window_batch or (1 if feats.device.type == "cpu" else 4)
+    return chunked_encode(model.encoder, feats, feat_len, geometry, batch, options.progress)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -265,6 +276,22 @@ def local_attention(encoder: nn.Module, context: tuple[int, int]) -> Iterator[No
         encoder.self_attention_model, encoder.att_context_size = saved[2], saved[3]
 
 
+@contextmanager
+def _layer_progress(encoder: nn.Module, progress: Progress | None) -> Iterator[None]:
+    """Reports each finished Conformer layer to ``progress`` (temporary forward hooks)."""
+    layers = list(getattr(encoder, "layers", []))
+    if progress is None or not layers:
+        yield
+        return
+    hooks = [layer.register_forward_hook(lambda *_, i=i: progress("local_attention", (i + 1) / len(layers)))
+             for i, layer in enumerate(layers)]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Conv subsampling over stretches of time
 # ----------------------------------------------------------------------------------------------------------
@@ -346,7 +373,7 @@ class Geometry:
 
 
 def chunked_encode(encoder: nn.Module, feats: torch.Tensor, feat_len: torch.Tensor, geometry: Geometry,
-                   window_batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+                   window_batch: int, progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Encode ``feats [B, F, T]`` window by window; returns the kept frames ``[B, D, T']`` and lengths."""
     windows = [(row, *w) for row in range(feats.shape[0]) for w in geometry.windows(int(feat_len[row]))]
     pieces: list[list[torch.Tensor]] = [[] for _ in range(feats.shape[0])]
@@ -361,6 +388,8 @@ def chunked_encode(encoder: nn.Module, feats: torch.Tensor, feat_len: torch.Tens
         for j, (row, start, stop, keep_from, keep_to) in enumerate(group):
             pieces[row].append(_kept(y[j], int(y_len[j]), geometry.factor, start, keep_from, keep_to,
                                      last=keep_to == int(feat_len[row])))
+        if progress is not None:
+            progress("chunked", min(1.0, (i + window_batch) / len(windows)))
     enc_len = torch.tensor([sum(p.shape[-1] for p in row) for row in pieces], dtype=torch.int64)
     enc = feats.new_zeros(feats.shape[0], encoder.output_dim, int(enc_len.max()))  # [B, D, T']
     for row, row_pieces in enumerate(pieces):
