@@ -31,7 +31,7 @@ def default_backend_factory(settings: Settings) -> BackendFactory:
         return lambda spec, device: EchoBackend(spec.name)
     from service.pool.runtime import RuntimeBackend
 
-    return RuntimeBackend.load
+    return lambda spec, device: RuntimeBackend.load(spec, device, long_audio_s=settings.long_audio_s)
 
 
 def default_catalog(settings: Settings) -> Catalog | None:

@@ -24,6 +24,9 @@ def item_body(item: ItemResult, *, hypotheses: bool, timestamps: bool) -> dict[s
     body: dict[str, Any] = {
         "index": item.index, "filename": item.filename, "duration": round(item.duration, 6), "text": hyp.text,
     }
+    strategy = getattr(hyp, "strategy", None)
+    if strategy:  # how the encoder saw the input: full, local_attention or chunked (long audio)
+        body["strategy"] = strategy
     if hypotheses:
         body["hypothesis"] = {
             "tokens": [int(t) for t in (hyp.tokens or [])],

@@ -146,8 +146,13 @@ class Settings(BaseSettings):
     )
 
     # -- input limits ---------------------------------------------------------------------------------------
-    max_upload_mb: float = Field(default=100.0, gt=0, le=10_240, description="Largest request body in MiB (413).")
-    max_audio_s: float = Field(default=600.0, gt=0, le=86400, description="Longest single input in seconds (413).")
+    max_upload_mb: float = Field(default=512.0, gt=0, le=10_240, description="Largest request body in MiB (413).")
+    max_audio_s: float = Field(default=7200.0, gt=0, le=86400, description="Longest single input in seconds (413).")
+    long_audio_s: float = Field(
+        default=300.0, gt=0, le=86400,
+        description="Inputs longer than this are encoded with linear-memory local attention (Conformer encoders) "
+        "or chunked with context (others) instead of full attention; the result's `strategy` says which.",
+    )
     max_files: int = Field(default=64, ge=1, le=10_000, description="Most audio inputs in one request (413).")
     decode_threads: int = Field(default=4, ge=1, le=64, description="Threads decoding and resampling uploads.")
 

@@ -111,6 +111,9 @@ class TranscriptionResult(BaseModel):
     filename: str | None
     duration: float = Field(description="Seconds.")
     text: str
+    strategy: str | None = Field(
+        default=None, description="How the encoder saw the input: full, local_attention or chunked (long audio)."
+    )
     hypothesis: HypothesisOut | None = Field(default=None, description="Only with return_hypotheses.")
     timestamps: Timestamps | None = Field(default=None, description="Only with timestamps.")
 

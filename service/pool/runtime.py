@@ -30,15 +30,21 @@ class RuntimeBackend:
         self._multitask = "aed" in self._info["decoders"]
 
     @classmethod
-    def load(cls, spec: ModelSpec, device: str) -> RuntimeBackend:
-        """Restore ``spec.location`` onto ``device``.
+    def load(cls, spec: ModelSpec, device: str, long_audio_s: float | None = None) -> RuntimeBackend:
+        """Restore ``spec.location`` onto ``device``; inputs over ``long_audio_s`` seconds use the runtime's
+        long-audio strategies (local attention or chunked encoding).
 
         Raises:
             models.errors.CheckpointError: the file is missing, malformed or of an unsupported architecture.
         """
         from models import ASRModel  # deferred: the runtime (and torch) load only when a model does
 
-        return cls(spec.name, ASRModel.restore_from(spec.location, map_location=device))
+        model = ASRModel.restore_from(spec.location, map_location=device)
+        if long_audio_s is not None and hasattr(model, "long_audio"):
+            import dataclasses
+
+            model.long_audio = dataclasses.replace(model.long_audio, threshold_s=long_audio_s)
+        return cls(spec.name, model)
 
     def info(self) -> dict[str, Any]:
         return dict(self._info)

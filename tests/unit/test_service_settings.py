@@ -25,7 +25,7 @@ def test_defaults() -> None:
     s = Settings()
     assert (s.host, s.port, s.device, s.backend) == ("127.0.0.1", 8000, "auto", "runtime")
     assert s.model_ttl == -1 and s.models == {} and s.preload == []
-    assert s.max_upload_bytes == 100 * 1024 * 1024
+    assert s.max_upload_bytes == 512 * 1024 * 1024 and s.max_audio_s == 7200 and s.long_audio_s == 300
 
 
 def test_keys_and_hub_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
