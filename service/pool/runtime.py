@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from models.hypothesis import Hypothesis
     from service.pool.registry import ModelSpec
 
+log = logging.getLogger("aviary.pool")
 _WARMUP_SECONDS = 1.0
 
 
@@ -72,6 +74,7 @@ class RuntimeBackend:
         hyps = self._model.transcribe(
             audio, batch_size=len(audio), return_hypotheses=True,
             timestamps=True if options.timestamps else None, decoder_type=options.decoder, verbose=False,
+            long_audio={"progress": _ProgressLog(self.name)},
         )
         # NeMo's hybrids once returned (best, all) pairs; accept that shape too.
         if isinstance(hyps, tuple) and len(hyps) == 2 and isinstance(hyps[0], list):
@@ -92,3 +95,16 @@ class RuntimeBackend:
 
     def close(self) -> None:
         self._model = None
+
+
+class _ProgressLog:
+    """Logs long-audio encoding progress in 10 % steps (the runtime reports after each chunk or layer)."""
+
+    def __init__(self, model: str) -> None:
+        self.model, self.logged = model, -1
+
+    def __call__(self, strategy: str, fraction: float) -> None:
+        step = int(fraction * 10)
+        if step > self.logged:
+            self.logged = step
+            log.info("model %s: long-audio %s encoding %d%%", self.model, strategy, step * 10)
