@@ -66,12 +66,12 @@ def decode_audio(source: AudioSource, name: str | None = None) -> tuple[FloatAud
     if isinstance(source, (str, os.PathLike)):
         if not Path(source).is_file():
             raise AudioError(f"{label}: no such audio file")
-        opener = lambda: str(source)  # noqa: E731 - both readers accept a path
+        opener = lambda: str(source)
     else:
         raw = source if isinstance(source, bytes) else source.read()
         if not raw:
             raise AudioError(f"{label}: the audio is empty (0 bytes)")
-        opener = lambda: io.BytesIO(raw)  # noqa: E731
+        opener = lambda: io.BytesIO(raw)
     errors = []
     for reader in (_read_soundfile, _read_pyav):
         try:

@@ -144,7 +144,7 @@ def load_config(path: Path) -> dict[str, Any]:
             cfg = cfg["model"]
         if "${" in text:  # interpolations need OmegaConf; saved configs rarely have them (it is slow)
             cfg = OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
-    except Exception as exc:  # noqa: BLE001 - yaml and omegaconf raise many types
+    except Exception as exc:
         raise CheckpointError(f"{path.name}: unreadable model config ({exc})") from exc
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{path.name}: the model config is not a mapping")
@@ -155,7 +155,7 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         # One sequential read; the tensors then become the model's weights (no further copy).
         sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise CheckpointError(f"{path.name}: cannot read the weights safely ({exc})") from exc
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ NAMES = [p.name.removesuffix(".ref.json") for p in REFS]
 pytestmark = pytest.mark.skipif(not REFS, reason="no NeMo fixtures generated")
 
 
-@lru_cache(maxsize=None)
+@cache
 def reference(name: str) -> tuple[dict, dict]:
     ref = json.loads((MODELS / f"{name}.ref.json").read_text())
     arrays = dict(np.load(MODELS / f"{name}.ref.npz"))

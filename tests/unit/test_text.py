@@ -46,7 +46,7 @@ def spm_tokenizer(tmp_path_factory):
     import sentencepiece as spm
 
     d = tmp_path_factory.mktemp("spm")
-    words = "the cat sat on a mat . hello world , yes ? no ! it's fine".split()
+    words = ["the", "cat", "sat", "on", "a", "mat", ".", "hello", "world", ",", "yes", "?", "no", "!", "it's", "fine"]
     lines = [" ".join(words[i:] + words[:i]) for i in range(len(words))] * 20
     (d / "text.txt").write_text("\n".join(lines))
     spm.SentencePieceTrainer.train(input=str(d / "text.txt"), model_prefix=str(d / "m"), vocab_size=40,
