@@ -46,6 +46,7 @@ def default_catalog(settings: Settings) -> Catalog | None:
 def batch_policy(settings: Settings) -> BatchPolicy:
     return BatchPolicy(
         max_items=settings.max_batch_size, max_padded_seconds=settings.max_batch_audio_s,
+        max_padding_waste=settings.max_padding_waste,
         max_wait_s=settings.max_wait_ms / 1000, max_queue_audio_s=settings.max_queue_audio_s,
         max_queue_items=settings.max_queue_items,
     )

@@ -131,6 +131,11 @@ class Settings(BaseSettings):
         default=600.0, gt=0, le=86400,
         description="Most padded audio seconds in one batch: longest item's duration × number of items.",
     )
+    max_padding_waste: float = Field(
+        default=0.15, ge=0, le=100,
+        description="Most padding a batch may carry, as a fraction of its real audio: items of very different "
+        "lengths run in separate batches (padding costs more than batching saves, especially on CPU).",
+    )
     max_wait_ms: float = Field(
         default=10.0, ge=0, le=10_000, description="Longest time the oldest queued item waits for its batch to fill."
     )

@@ -41,6 +41,7 @@ class BatchPolicy:
 
     max_items: int = 32
     max_padded_seconds: float = 600.0
+    max_padding_waste: float = float("inf")  # Settings.max_padding_waste bounds it in the service
     max_wait_s: float = 0.01
     max_queue_audio_s: float = 3600.0
     max_queue_items: int = 4096
@@ -128,7 +129,8 @@ class ModelWorker:
                     self._cond.wait(min(wait, self._time_to_first_deadline()))
                     continue
                 batch, self._pending = next_batch(
-                    self._pending, self._policy.max_items, self._policy.max_padded_seconds
+                    self._pending, self._policy.max_items, self._policy.max_padded_seconds,
+                    self._policy.max_padding_waste,
                 )
                 self._metrics.queued_audio.labels(self.name).set(sum(j.duration for j in self._pending))
                 return batch

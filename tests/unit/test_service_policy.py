@@ -114,3 +114,13 @@ def test_every_batch_respects_the_limits(max_items: int, budget: float) -> None:
         assert len({i.options for i in batch}) == 1
         seen += len(batch)
     assert seen == 60
+
+
+def test_padding_waste_bound_keeps_long_items_apart() -> None:
+    items = [Item(1.0), Item(28.0), Item(1.2), Item(5.0), Item(4.6), Item(1.1)]
+    batch, rest = next_batch(items, 16, 1000, max_waste=0.15)
+    assert durations(batch) == [1.0, 1.1, 1.2]  # the oldest item's neighbours, not padded to 28 s
+    assert max(durations(batch)) * len(batch) <= 1.15 * sum(durations(batch))
+    batch, _ = next_batch(rest, 16, 1000, max_waste=0.15)
+    assert durations(batch) == [28.0]  # alone: even its nearest neighbour would waste far more than 15 %
+    assert len(next_batch(items, 16, 1000)[0]) == 6  # unbounded by default
