@@ -1,0 +1,1 @@
+"""aviary's benchmark scripts (see bench/README.md)."""
