@@ -66,16 +66,3 @@ def test_bpe_words_glue_punctuation(spm_tokenizer):
     assert out["segment"][0]["segment"] == "hello world, yes?"
     assert out["word"][1]["start"] == words[1]["start_offset"] * 0.01 * 8
 
-
-def test_length_batches_bound_padding():
-    from models.asr_model import length_batches
-
-    lengths = [3, 1, 28, 5, 5, 4, 1]
-    batches = length_batches(lengths, batch_size=16)
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    for b in batches:
-        real = sum(lengths[i] for i in b)
-        assert max(lengths[i] for i in b) * len(b) <= 1.15 * real or len(b) == 1
-    assert [2] in batches  # the long clip is never padded against short ones
-    assert all(len(b) <= 2 for b in length_batches(lengths, batch_size=2))
-    assert length_batches([7, 7, 7, 7], batch_size=3) == [[0, 1, 2], [3]]
