@@ -56,10 +56,7 @@ class CTCPath:
 
     def __call__(self, enc: torch.Tensor, enc_len: torch.Tensor, return_hypotheses: bool,
                  timestamps: bool) -> list[Hypothesis]:
-        if enc.shape[-1] == 0:  # inputs too short for a single encoder frame: nothing to decode
-            log_probs = enc.new_zeros(enc.shape[0], 0, self.blank + 1)  # [B, 0, V+1]
-        else:
-            log_probs = self.head(enc)  # [B, T, V+1]
+        log_probs = self.head(enc)  # [B, T, V+1]
         results = ctc_greedy(log_probs, enc_len, self.blank)
         hyps = []
         for b, res in enumerate(results):

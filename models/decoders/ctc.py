@@ -44,6 +44,8 @@ class CTCHead(nn.Module):
         return cls(int(c["feat_in"]), num_classes, add_blank=bool(c.get("add_blank", True)))
 
     def forward(self, enc: Tensor) -> Tensor:
+        if enc.shape[-1] == 0:  # too short for one encoder frame: Conv1d refuses empty input
+            return enc.new_zeros(enc.shape[0], 0, self.decoder_layers[0].out_channels)  # [B, 0, V + 1]
         logits = self.decoder_layers(enc).transpose(1, 2)  # [B, T, V + 1]
         if self.temperature != 1.0:
             logits = logits / self.temperature
