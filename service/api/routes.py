@@ -72,10 +72,13 @@ async def transcribe_manifest(request: Request, engine: EngineDep) -> Response:
     """JSON Lines / a JSON array of entries (`audio_filepath`, `offset`, `duration`, `taskname`, `source_lang`,
     `target_lang`, `pnc`, `answer`...), options as query parameters; or multipart with a `manifest` part and
     the audio as `files` parts. With `Accept: application/x-ndjson` one result line per entry streams back in
-    manifest order as batches finish, then a `{"summary": ...}` line; otherwise one JSON document."""
+    manifest order as batches finish, then a `{"summary": ...}` line; entries long enough for a long-audio
+    strategy also get `{"progress": {"index", "audio_filepath", "strategy", "fraction"}}` lines (10 % steps)
+    while they are encoded. Otherwise one JSON document."""
     job = await read_manifest_request(request, engine.settings)
-    run = await ManifestRun.open(engine.batcher, job)
-    if wants_ndjson(request):
+    streaming = wants_ndjson(request)
+    run = await ManifestRun.open(engine.batcher, job, progress=streaming)
+    if streaming:
         # The background close also covers a client that leaves before the first line (the stream never starts).
         return StreamingResponse(ndjson_lines(run), media_type=NDJSON, background=BackgroundTask(run.close))
     return JSONResponse(await until_disconnected(request, run.collect()))

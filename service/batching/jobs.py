@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from service.audio.inputs import AudioInput
-from service.pool.backend import DecodeOptions, FloatAudio
+from service.pool.backend import DecodeOptions, FloatAudio, Progress
 
 if TYPE_CHECKING:
     from models.hypothesis import Hypothesis
@@ -44,6 +44,7 @@ class Job:
     deadline: float = math.inf  # time.monotonic() after which the job must not start
     prompt: Mapping[str, Any] = field(default_factory=dict)  # per item: does not split batches
     future: Future[Hypothesis] = field(default_factory=Future)
+    progress: Progress | None = None  # told (strategy, fraction) while a long input is encoded (worker thread)
     seq: int = field(default_factory=lambda: next(_SEQUENCE))
     queued_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None

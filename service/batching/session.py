@@ -15,6 +15,7 @@ from service.batching.jobs import Job
 from service.batching.worker import BatchPolicy, ModelWorker
 from service.errors import UnsupportedOption
 from service.pool import Backend, DecodeOptions
+from service.pool.backend import Progress
 from service.pool.prompt import check_prompt
 
 
@@ -64,14 +65,18 @@ class ModelSession:
             self.executor, decode_input, item, self.backend.sample_rate, self.max_audio_s
         )
 
-    def enqueue(self, decoded: Sequence[DecodedAudio], prompts: Sequence[Mapping[str, Any]]) -> list[Job]:
-        """Queue one job per decoded input (all or none), each with its prompt.
+    def enqueue(self, decoded: Sequence[DecodedAudio], prompts: Sequence[Mapping[str, Any]],
+                progress: Sequence[Progress | None] | None = None) -> list[Job]:
+        """Queue one job per decoded input (all or none), each with its prompt and optional progress
+        callback (called from the worker thread while a long input is encoded).
 
         Raises:
             Overloaded: the model's queue is full (429).
             ModelUnavailable: the model is being unloaded.
         """
         deadline = time.monotonic() + self.timeout_s
-        jobs = [Job(d.audio, self.options, d.duration, deadline, prompt=p) for d, p in zip(decoded, prompts)]
+        watchers = list(progress) if progress is not None else [None] * len(decoded)
+        jobs = [Job(d.audio, self.options, d.duration, deadline, prompt=p, progress=w)
+                for d, p, w in zip(decoded, prompts, watchers)]
         self.worker.submit(jobs)
         return jobs

@@ -29,7 +29,7 @@ from service.errors import (
     from_runtime,
 )
 from service.metrics import Metrics
-from service.pool.backend import Backend
+from service.pool.backend import Backend, Progress
 
 log = logging.getLogger("aviary.worker")
 _BATCH_IDS = itertools.count()
@@ -180,7 +180,11 @@ class ModelWorker:
         """Run one batch and resolve its futures; raises whatever the backend raised."""
         assert self._backend is not None
         started, batch_id = time.monotonic(), next(_BATCH_IDS)
-        hyps = self._backend.transcribe_batch([job.audio for job in jobs], jobs[0].options, [j.prompt for j in jobs])
+        watchers = [job.progress for job in jobs if job.progress is not None]
+        extra = {"progress": _fan_out(watchers)} if watchers else {}
+        hyps = self._backend.transcribe_batch(
+            [job.audio for job in jobs], jobs[0].options, [j.prompt for j in jobs], **extra
+        )
         if len(hyps) != len(jobs):
             raise RuntimeError(f"the model returned {len(hyps)} results for {len(jobs)} inputs")
         finished = time.monotonic()
@@ -205,6 +209,19 @@ class ModelWorker:
     def _retry_after(self, queued_seconds: float) -> int:
         estimate = queued_seconds / self._throughput if self._throughput else 1.0
         return int(min(max(math.ceil(estimate), 1), 60))
+
+
+def _fan_out(watchers: list[Progress]) -> Progress:
+    """One progress callback for a batch: tells every job that asked (a failing watcher is only logged)."""
+
+    def report(strategy: str, fraction: float) -> None:
+        for watcher in watchers:
+            try:
+                watcher(strategy, fraction)
+            except Exception:  # noqa: BLE001 - a listener must never break the batch
+                log.exception("a progress listener failed")
+
+    return report
 
 
 def _resolve(future: Future[Any], *, result: object = None, error: BaseException | None = None) -> None:

@@ -6,6 +6,10 @@ items of the window batch with each other and with other requests' items. Result
 order, each as soon as it and every earlier entry are done. An entry whose audio is missing, undecodable or
 too long — or that the model fails on — gets an ``error`` object; the others still run. Closing the run
 (client gone) cancels everything not yet computed and ends the model lease.
+
+A run opened with ``progress=True`` (NDJSON streaming) also yields ``{"progress": {...}}`` lines while long
+entries are encoded by a long-audio strategy: the entry's index and path, the strategy and the fraction
+done, in 10 % steps, each before that entry's result line.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -49,7 +54,7 @@ class ManifestRun:
     :meth:`close` always (``collect`` does all of it)."""
 
     def __init__(self, session: ModelSession, stack: AsyncExitStack, request: ManifestRequest,
-                 prompts: list[dict[str, Any]], started: float):
+                 prompts: list[dict[str, Any]], started: float, progress: bool = False):
         self.session = session
         self.request = request
         self._stack = stack
@@ -61,10 +66,15 @@ class ManifestRun:
         self._inflight_seconds = 0.0
         self._outcomes: list[EntryOutcome] = []
         self._closed = False
+        self._progress = progress
+        self._progress_lines: deque[dict[str, Any]] = deque()
+        self._progress_steps: dict[int, int] = {}
+        self._progress_event = asyncio.Event()
 
     @classmethod
-    async def open(cls, batcher: Batcher, request: ManifestRequest) -> ManifestRun:
-        """Lease the model (loading it if needed) and check every entry's prompt against it.
+    async def open(cls, batcher: Batcher, request: ManifestRequest, *, progress: bool = False) -> ManifestRun:
+        """Lease the model (loading it if needed) and check every entry's prompt against it. ``progress``:
+        :meth:`results` also yields progress lines for long entries.
 
         Raises:
             ModelNotFound / ModelUnavailable / hub errors: no model; UnsupportedOption: an entry asks for a
@@ -77,7 +87,7 @@ class ManifestRun:
         except BaseException:
             await stack.aclose()
             raise
-        return cls(session, stack, request, prompts, started)
+        return cls(session, stack, request, prompts, started, progress)
 
     async def collect(self) -> dict[str, Any]:
         """The whole run as one document: ``{"model", "results", "summary"}``."""
@@ -88,13 +98,16 @@ class ManifestRun:
             await self.close()
 
     async def results(self) -> AsyncIterator[dict[str, Any]]:
-        """Each entry's result line, in manifest order, as soon as it and every earlier one are done."""
+        """Each entry's result line, in manifest order, as soon as it and every earlier one are done (and,
+        if the run was opened with ``progress``, progress lines as they come)."""
         total, done = len(self.request.items), dict[int, EntryOutcome]()
         started = emitted = 0
         while emitted < total:
             started = self._fill(started)
+            while self._progress_lines:
+                yield {"progress": self._progress_lines.popleft()}
             if emitted not in done:
-                await asyncio.wait(self._tasks.values(), return_when=asyncio.FIRST_COMPLETED)
+                await self._wait_for_news()
                 for index in [i for i, task in self._tasks.items() if task.done()]:
                     done[index] = self._finish(self._tasks.pop(index))
                 continue
@@ -130,6 +143,40 @@ class ManifestRun:
 
     # -- the window ------------------------------------------------------------------------------------
 
+    async def _wait_for_news(self) -> None:
+        """Until an entry finishes or (with progress on) a progress line is queued."""
+        waiters: set[asyncio.Future[Any]] = set(self._tasks.values())
+        news = None
+        if self._progress:
+            self._progress_event.clear()
+            news = asyncio.ensure_future(self._progress_event.wait())
+            waiters.add(news)
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if news is not None:
+                news.cancel()
+
+    def _watcher(self, item: ManifestItem) -> Any:
+        """The progress callback of one entry's job: hops from the worker thread onto the event loop."""
+        if not self._progress:
+            return None
+        loop = asyncio.get_running_loop()
+
+        def report(strategy: str, fraction: float) -> None:
+            loop.call_soon_threadsafe(self._note_progress, item, strategy, fraction)
+
+        return report
+
+    def _note_progress(self, item: ManifestItem, strategy: str, fraction: float) -> None:
+        step = int(min(max(fraction, 0.0), 1.0) * 10)
+        if self._closed or step <= self._progress_steps.get(item.index, 0):
+            return
+        self._progress_steps[item.index] = step
+        self._progress_lines.append({"index": item.index, "audio_filepath": item.entry["audio_filepath"],
+                                     "strategy": strategy, "fraction": step / 10})
+        self._progress_event.set()
+
     def _fill(self, start: int) -> int:
         items = self.request.items
         while start < len(items) and (not self._tasks or (
@@ -152,7 +199,7 @@ class ManifestRun:
             decoded = await self.session.decode(item.audio)
             duration = decoded.duration
             self._inflight_seconds += duration
-            job = await self._enqueue(decoded, prompt)
+            job = await self._enqueue(decoded, prompt, self._watcher(item))
             return self._success(item, prompt, decoded, await asyncio.wrap_future(job.future))
         except AviaryError as exc:
             return _failure(item, exc, duration)
@@ -163,12 +210,12 @@ class ManifestRun:
             if job is not None:
                 job.future.cancel()  # no-op once it ran; drops it unrun when this task was cancelled
 
-    async def _enqueue(self, decoded: DecodedAudio, prompt: Mapping[str, Any]) -> Job:
+    async def _enqueue(self, decoded: DecodedAudio, prompt: Mapping[str, Any], watcher: Any) -> Job:
         """Queue one item, waiting for room (up to AVIARY_REQUEST_TIMEOUT_S) rather than failing the run."""
         deadline = time.monotonic() + self.session.timeout_s
         while True:
             try:
-                return self.session.enqueue([decoded], [prompt])[0]
+                return self.session.enqueue([decoded], [prompt], [watcher])[0]
             except Overloaded as exc:
                 if time.monotonic() >= deadline:
                     raise

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from service.pool.registry import ModelSpec
 
 FloatAudio = npt.NDArray[np.float32]
+Progress = Callable[[str, float], None]  # (strategy, fraction of the encoding done), from the worker thread
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,15 @@ class Backend(Protocol):
         ...
 
     def transcribe_batch(
-        self, audio: list[FloatAudio], options: DecodeOptions, prompts: Sequence[Mapping[str, Any]] | None = None
+        self, audio: list[FloatAudio], options: DecodeOptions, prompts: Sequence[Mapping[str, Any]] | None = None,
+        *, progress: Progress | None = None,
     ) -> list[Hypothesis]:
         """Transcribe mono float32 waveforms at ``sample_rate``; one hypothesis per input, in order.
 
         ``prompts`` (one per input, multitask models only): the input's prompt slots (``task``,
         ``source_lang``, ``target_lang``, ``pnc``...), already checked with ``check_prompt``.
+        ``progress``: called with ``(strategy, fraction)`` while a long input is encoded (long-audio
+        strategies only; a backend may never call it).
         """
         ...
 

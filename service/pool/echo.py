@@ -8,6 +8,7 @@ multitask model and writes each item's prompt into its transcript (``echo[source
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,7 +19,7 @@ import torch
 
 from models.errors import UnsupportedOptionError
 from models.hypothesis import Hypothesis
-from service.pool.backend import DecodeOptions, FloatAudio
+from service.pool.backend import DecodeOptions, FloatAudio, Progress
 
 _FLAGS = {"true", "false", "yes", "no", "1", "0"}
 
@@ -40,6 +41,8 @@ class EchoBackend:
         fail_if: makes ``transcribe_batch`` raise when it returns True for any input (worker-survival tests).
         load_seconds: time ``warmup`` takes (load-sharing tests).
         languages: makes it multitask (prompt format ``echo``, tasks asr and ast) in these languages.
+        long_audio_s: a batch holding an input longer than this reports progress (strategy ``echo``) in
+            quarters of its compute time, like the runtime's long-audio strategies.
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class EchoBackend:
         fail_if: Callable[[FloatAudio], bool] | None = None,
         load_seconds: float = 0.0,
         languages: Sequence[str] | None = None,
+        long_audio_s: float = math.inf,
     ):
         self.name = name
         self.sample_rate = sample_rate
@@ -60,6 +64,7 @@ class EchoBackend:
         self.fail_if = fail_if
         self.load_seconds = load_seconds
         self.languages = list(languages) if languages else None
+        self.long_audio_s = long_audio_s
         self.batches: list[list[float]] = []  # durations of every batch run, for tests
         self.prompts: list[list[dict[str, Any]]] = []  # the prompts of every batch run
         self.threads: set[str] = set()  # names of the threads that ran batches
@@ -88,7 +93,8 @@ class EchoBackend:
                 raise UnsupportedOptionError(f"{slot}={prompt[slot]!r} is not a boolean (use true/false, yes/no)")
 
     def transcribe_batch(
-        self, audio: list[FloatAudio], options: DecodeOptions, prompts: Sequence[Mapping[str, Any]] | None = None
+        self, audio: list[FloatAudio], options: DecodeOptions, prompts: Sequence[Mapping[str, Any]] | None = None,
+        *, progress: Progress | None = None,
     ) -> list[Hypothesis]:
         if self.closed:
             raise RuntimeError(f"echo backend '{self.name}' is closed")
@@ -99,7 +105,13 @@ class EchoBackend:
         self.threads.add(threading.current_thread().name)
         if self.fail_if is not None and any(self.fail_if(a) for a in audio):
             raise RuntimeError("echo backend asked to fail on this input")
-        time.sleep(self.seconds_per_second * max(durations, default=0.0) * len(durations))
+        compute = self.seconds_per_second * max(durations, default=0.0) * len(durations)
+        if progress is not None and max(durations, default=0.0) > self.long_audio_s:
+            for quarter in range(1, 5):
+                time.sleep(compute / 4)
+                progress("echo", quarter / 4)
+        else:
+            time.sleep(compute)
         return [self._hypothesis(d, options, p) for d, p in zip(durations, items)]
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models.errors import UnsupportedOptionError
-from service.pool.backend import DecodeOptions, FloatAudio
+from service.pool.backend import DecodeOptions, FloatAudio, Progress
 
 if TYPE_CHECKING:
     from models.hypothesis import Hypothesis
@@ -65,7 +65,8 @@ class RuntimeBackend:
             raise UnsupportedOptionError(str(exc)) from None
 
     def transcribe_batch(
-        self, audio: list[FloatAudio], options: DecodeOptions, prompts: Sequence[Mapping[str, Any]] | None = None
+        self, audio: list[FloatAudio], options: DecodeOptions, prompts: Sequence[Mapping[str, Any]] | None = None,
+        *, progress: Progress | None = None,
     ) -> list[Hypothesis]:
         if self._model is None:
             raise RuntimeError(f"model '{self.name}' was closed")
@@ -74,7 +75,7 @@ class RuntimeBackend:
         hyps = self._model.transcribe(
             audio, batch_size=len(audio), return_hypotheses=True,
             timestamps=True if options.timestamps else None, decoder_type=options.decoder, verbose=False,
-            long_audio={"progress": _ProgressLog(self.name)},
+            long_audio={"progress": _ProgressLog(self.name, progress)},
         )
         # NeMo's hybrids once returned (best, all) pairs; accept that shape too.
         if isinstance(hyps, tuple) and len(hyps) == 2 and isinstance(hyps[0], list):
@@ -98,13 +99,16 @@ class RuntimeBackend:
 
 
 class _ProgressLog:
-    """Logs long-audio encoding progress in 10 % steps (the runtime reports after each chunk or layer)."""
+    """Logs long-audio encoding progress in 10 % steps (the runtime reports after each chunk or layer) and
+    passes every report on to ``forward`` (the worker's, which tells the waiting requests)."""
 
-    def __init__(self, model: str) -> None:
-        self.model, self.logged = model, -1
+    def __init__(self, model: str, forward: Progress | None = None) -> None:
+        self.model, self.forward, self.logged = model, forward, -1
 
     def __call__(self, strategy: str, fraction: float) -> None:
         step = int(fraction * 10)
         if step > self.logged:
             self.logged = step
             log.info("model %s: long-audio %s encoding %d%%", self.model, strategy, step * 10)
+        if self.forward is not None:
+            self.forward(strategy, fraction)

@@ -4,6 +4,7 @@ which strategy ran, and timestamps are absolute — every spoken piece's span ov
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,3 +82,22 @@ def test_short_input_keeps_full_attention(server):
         resp = server.client.post("/transcribe", files={"file": ("s1.wav", f, "audio/wav")},
                                   data={"model": "fastconformer_ctc_bpe"})
     assert resp.json()["results"][0]["strategy"] == "full"
+
+
+def test_streamed_manifest_reports_encoding_progress(server, recording):
+    path, _ = recording
+    manifest = json.dumps({"audio_filepath": "long.wav"}) + "\n"
+    with open(path, "rb") as f, server.client.stream(
+        "POST", "/transcribe/manifest", headers={"accept": "application/x-ndjson"}, data={"model": "quartznet_char"},
+        files={"manifest": ("m.jsonl", manifest, "application/x-ndjson"), "files": ("long.wav", f, "audio/wav")},
+        timeout=300,
+    ) as resp:
+        assert resp.status_code == 200
+        lines = [json.loads(line) for line in resp.iter_lines()]
+    progress = [line["progress"] for line in lines if "progress" in line]
+    fractions = [p["fraction"] for p in progress]
+    assert len(progress) >= 5 and fractions == sorted(set(fractions)) and fractions[-1] == 1.0
+    assert all(p["index"] == 0 and p["audio_filepath"] == "long.wav" and p["strategy"] == "chunked" for p in progress)
+    result = next(line for line in lines if "index" in line)
+    assert result["strategy"] == "chunked" and result["text"] and lines.index(result) > len(progress) - 1
+    assert lines[-1]["summary"]["entries"] == 1

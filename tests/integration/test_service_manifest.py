@@ -294,6 +294,22 @@ def test_results_stream_in_manifest_order_as_batches_finish(serve: Callable[...,
     assert max(len(b) for b in server.backend().batches) <= 2
 
 
+def test_long_entries_stream_progress_lines_before_their_result(serve: Callable[..., Server], media: Path) -> None:
+    server = serve(factory(seconds_per_second=0.1, long_audio_s=0.8), media_root=media, max_batch_size=1)
+    lines = [body for _, body in stream_lines(server, jsonl(
+        {"audio_filepath": "a.wav"}, {"audio_filepath": "b.wav"}, {"audio_filepath": "sub/c.wav"}))]
+    progress = [line["progress"] for line in lines if "progress" in line]
+    # b.wav (1 s) is over the echo model's long-audio threshold: it reports quarters, in 10 % steps
+    assert progress == [{"index": 1, "audio_filepath": "b.wav", "strategy": "echo", "fraction": f}
+                        for f in (0.2, 0.5, 0.7, 1.0)]
+    results = [line for line in lines[:-1] if "progress" not in line]
+    assert [r["index"] for r in results] == [0, 1, 2] and "summary" in lines[-1]
+    assert lines.index(results[1]) > max(i for i, line in enumerate(lines) if "progress" in line)
+    # without streaming, no progress lines in the one JSON document
+    body = post(server, jsonl({"audio_filepath": "b.wav"}))
+    assert [r["index"] for r in body["results"]] == [0] and "progress" not in json.dumps(body)
+
+
 def test_a_client_disconnect_cancels_the_remaining_entries(serve: Callable[..., Server], media: Path) -> None:
     server = serve(factory(seconds_per_second=0.5), media_root=media, max_batch_size=1, max_wait_ms=0)
     body = jsonl(*[{"audio_filepath": "a.wav"}] * 30)  # 30 × 0.25 s of compute; the window holds 2
