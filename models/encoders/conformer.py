@@ -211,16 +211,23 @@ class ConvModule(nn.Module):
         raise UnsupportedOptionError(f"unsupported conv_norm_type {norm_type!r}")
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
-        x = F.glu(self.pointwise_conv1(x.transpose(1, 2)), dim=1)  # [B, D, T]
-        x = x.masked_fill(pad_mask[:, None, :], 0.0)  # padding must look like the conv's zero padding
-        x = self.depthwise_conv(F.pad(x, self.context))
+        # The pointwise (k=1) convolutions run as F.linear on [B, T, C] with the same weights (a view): one
+        # GEMM with no layout changes, measurably faster than oneDNN's 1x1 Conv1d on CPU (bench/README.md).
+        x = F.glu(_pointwise(self.pointwise_conv1, x), dim=-1)  # [B, T, D]
+        x = x.masked_fill(pad_mask[:, :, None], 0.0)  # padding must look like the conv's zero padding
+        x = self.depthwise_conv(F.pad(x.transpose(1, 2), self.context))  # [B, D, T]
         if isinstance(self.batch_norm, MaskedGroupNorm):
             x = self.batch_norm(x, ~pad_mask)
         elif self.norm_type == "layer_norm":
             x = self.batch_norm(x.transpose(1, 2)).transpose(1, 2)
         else:
             x = self.batch_norm(x)
-        return self.pointwise_conv2(F.silu(x)).transpose(1, 2)  # [B, T, D]
+        return _pointwise(self.pointwise_conv2, F.silu(x).transpose(1, 2))  # [B, T, D]
+
+
+def _pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """A kernel-size-1 ``Conv1d`` applied to channels-last ``x [B, T, C_in]`` -> ``[B, T, C_out]``."""
+    return F.linear(x, conv.weight.squeeze(-1), conv.bias)
 
 
 def make_attention(
