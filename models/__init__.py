@@ -25,7 +25,7 @@ _EXPORTS = {
     "EncDecMultiTaskModel": "models.aed.model",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 - the lazily imported names, listed once in _EXPORTS
 
 
 def __getattr__(name: str) -> Any:

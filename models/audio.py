@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +19,7 @@ import soxr
 
 from models.errors import AudioError
 
-AudioSource = Union[str, os.PathLike, bytes, BinaryIO]
+AudioSource = str | os.PathLike | bytes | BinaryIO
 FloatAudio = npt.NDArray[np.float32]
 
 
@@ -148,8 +148,8 @@ def load_audio(
     audio, sr = decode_audio(source, name)
     audio = to_mono(audio, channel_selector)
     if offset or duration is not None:
-        start = int(round(offset * sr))
-        stop = None if duration is None else start + int(round(duration * sr))
+        start = round(offset * sr)
+        stop = None if duration is None else start + round(duration * sr)
         audio = audio[start:stop]
     if audio.size == 0:
         raise AudioError(f"{label}: the audio is empty (0 samples)")

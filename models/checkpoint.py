@@ -66,7 +66,7 @@ class Checkpoint:
             shutil.rmtree(self._cleanup_dir, ignore_errors=True)
             self._cleanup_dir = None
 
-    def __enter__(self) -> Checkpoint:
+    def __enter__(self) -> Checkpoint:  # noqa: PYI034 - typing.Self needs Python 3.11
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -100,7 +100,7 @@ class TransducerPath:
         if log_softmax is None:
             log_softmax = enc.device.type != "cuda"
         frames = enc.transpose(1, 2)  # [B, T, D]
-        kwargs = dict(blank=self.blank, max_symbols=self.max_symbols, log_softmax=log_softmax)
+        kwargs = {"blank": self.blank, "max_symbols": self.max_symbols, "log_softmax": log_softmax}
         if self.durations:
             return greedy_tdt(frames, enc_len, self.predictor, self.joint, durations=self.durations, **kwargs)
         if self.big_blanks:

@@ -218,7 +218,7 @@ def _fan_out(watchers: list[Progress]) -> Progress:
         for watcher in watchers:
             try:
                 watcher(strategy, fraction)
-            except Exception:  # noqa: BLE001 - a listener must never break the batch
+            except Exception:  # a listener must never break the batch
                 log.exception("a progress listener failed")
 
     return report

@@ -125,7 +125,7 @@ def test_max_symbols_cap_matches_nemo():
 
 def test_local_attention_matches_nemo():
     name = "fastconformer_ctc_bpe"
-    ref, arrays = reference(name)
+    ref, _ = reference(name)
     local = ref.get("local_attention")
     if not local:
         pytest.skip("no local-attention reference")
