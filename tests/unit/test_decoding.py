@@ -130,6 +130,33 @@ def test_rnnt_predictor_keys_and_step_matches_lstm() -> None:
 
 
 @pytest.mark.filterwarnings("ignore:LSTM with projections")
+@pytest.mark.parametrize("kwargs", [{"layers": 2}, {"rnn_hidden_size": 2 * H}], ids=["two_layers", "projection"])
+def test_rnnt_predictor_decoding_cell_matches_nn_lstm(kwargs: dict[str, Any]) -> None:
+    """Without autograd, step() uses its hand-written cell; it must equal nn.LSTM (which runs with autograd on),
+    and follow weight changes (its stacked weights are cached)."""
+    pred = rnnt_predictor(**kwargs)
+    tokens = [torch.tensor([V, 2]), torch.tensor([3, 3]), torch.tensor([0, V])]
+
+    def run(grad: bool) -> list[torch.Tensor]:
+        state, outs = None, []
+        with torch.set_grad_enabled(grad):
+            for t in tokens:
+                g, state = pred.step(t, state)
+                outs += [g.detach(), state[0].detach(), state[1].detach()]
+        return outs
+
+    for fast, ref in zip(run(False), run(True)):
+        torch.testing.assert_close(fast, ref, atol=1e-6, rtol=1e-5)
+    with torch.no_grad():
+        pred.prediction["dec_rnn"]["lstm"].weight_hh_l0.mul_(-0.5)  # in place: the cache must notice
+    for fast, ref in zip(run(False), run(True)):
+        torch.testing.assert_close(fast, ref, atol=1e-6, rtol=1e-5)
+    with torch.inference_mode():
+        g, _ = pred.step(tokens[0], None)
+    torch.testing.assert_close(g, run(True)[0], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections")
 def test_rnnt_predictor_projection_and_no_blank_row() -> None:
     pred = rnnt_predictor(rnn_hidden_size=2 * H)  # LSTM with proj_size = pred_hidden
     assert pred.output_dim == H and "prediction.dec_rnn.lstm.weight_hr_l0" in pred.state_dict()
