@@ -27,9 +27,11 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
-# With no models configured, serve the NeMo-made fixture checkpoints so a fresh machine has something to try.
+# With nothing configured (AVIARY_MODELS / AVIARY_MODEL_DIR unset) it serves the bundled aviary-demo-en when
+# this checkout ships it (models/assets/), else the NeMo-made fixture checkpoints (random weights).
 serve: install
-	@if [ -z "$$AVIARY_MODELS$$AVIARY_MODEL_DIR" ]; then export AVIARY_MODEL_DIR=tests/fixtures/models; fi; \
+	@if [ -z "$$AVIARY_MODELS$$AVIARY_MODEL_DIR" ] && [ ! -f models/assets/aviary-demo-en.nemo ]; then \
+		export AVIARY_MODEL_DIR=tests/fixtures/models; fi; \
 	$(VENV)/bin/aviary serve --host $(HOST) --port $(PORT)
 
 test: install-test

@@ -26,6 +26,7 @@ from typing import Literal
 from filelock import FileLock, Timeout
 
 from models import catalog, hub_hf, hub_ngc
+from models.bundled import bundled_path
 from models.catalog import CatalogEntry
 from models.errors import CheckpointError, HubUnavailableError, UnknownModelError
 
@@ -102,6 +103,8 @@ def parse_name(model_name: str) -> ModelRef:
     if _looks_like_path(model_name):
         raise CheckpointError(f"{model_name}: no such checkpoint file or directory")
     label = model_name.strip()
+    if (bundled := bundled_path(label)) is not None:  # aviary-demo-en, shipped in the package
+        return ModelRef(label, label, "local", path=bundled)
     name, revision = _split_revision(label)
     info = catalog.find(name)
     if info is not None and info.hf_repo_id:

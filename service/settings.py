@@ -70,7 +70,12 @@ class Settings(BaseSettings):
     default_model: str | None = Field(
         default=None,
         description="Model used when a request names none. Unset: the first `models` entry, "
-        "else the alphabetically first file in model_dir.",
+        "else the alphabetically first file in model_dir, else the bundled aviary-demo-en.",
+    )
+    demo_model: bool = Field(
+        default=True,
+        description="Offer the bundled demo model `aviary-demo-en` (a small English CTC model trained on "
+        "synthetic speech, for trying aviary offline). false hides it.",
     )
     preload: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

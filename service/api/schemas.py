@@ -161,8 +161,9 @@ class ModelCard(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
     name: str
-    source: Literal["directory", "explicit", "pretrained"] = Field(
-        description="Where it was declared: AVIARY_MODEL_DIR, AVIARY_MODELS, or the pretrained catalog."
+    source: Literal["bundled", "directory", "explicit", "pretrained"] = Field(
+        description="Where it was declared: shipped with aviary (the demo model), AVIARY_MODEL_DIR, AVIARY_MODELS, "
+        "or the pretrained catalog."
     )
     location: str = Field(description="Local path, or the hub name it downloads from.")
     hub: Literal["hf", "ngc"] | None = Field(description="Hub it downloads from; null for local files.")

@@ -24,7 +24,7 @@ from service.settings import Settings
 
 log = logging.getLogger("aviary.registry")
 
-Source = Literal["directory", "explicit", "pretrained"]
+Source = Literal["bundled", "directory", "explicit", "pretrained"]
 Hub = Literal["hf", "ngc"]
 _LISTED_NAMES = 20  # past this many models, "not available" errors suggest names instead of listing them all
 
@@ -84,15 +84,19 @@ class ModelRegistry:
 
     @classmethod
     def from_settings(cls, settings: Settings, catalog: Catalog | None = None) -> ModelRegistry:
-        """Build from the catalog, ``model_dir`` and ``models`` (later ones override same-named earlier ones);
-        the default is the first explicit entry, else the alphabetically first directory model, unless
-        ``default_model`` says otherwise. Catalog entries are never the default unless named so."""
+        """Build from the catalog, the bundled demo model, ``model_dir`` and ``models`` (later ones override
+        same-named earlier ones); the default is the first explicit entry, else the alphabetically first
+        directory model, else the bundled ``aviary-demo-en``, unless ``default_model`` says otherwise. Catalog
+        entries are never the default unless named so."""
+        from models.bundled import bundled_models  # no torch: a path lookup
+
         explicit = [explicit_spec(name, location) for name, location in settings.models.items()]
         found = _scan_directory(settings.model_dir) if settings.model_dir else []
         pretrained = catalog.specs() if catalog else []
-        first = next(iter([*explicit, *found]), None)
+        bundled = [ModelSpec(n, "bundled", str(p)) for n, p in bundled_models().items()] if settings.demo_model else []
+        first = next(iter([*explicit, *found, *bundled]), None)
         default = settings.default_model or (first.name if first else None)
-        registry = cls([*pretrained, *found, *explicit], default, catalog)
+        registry = cls([*pretrained, *bundled, *found, *explicit], default, catalog)
         for name in settings.preload:
             registry.get(name, error=ConfigurationError)
         return registry

@@ -19,6 +19,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("AVIARY_"):
             monkeypatch.delenv(key)
+    monkeypatch.setenv("AVIARY_DEMO_MODEL", "false")  # tests of the bundled model turn it on explicitly
 
 
 def test_defaults() -> None:
@@ -191,3 +192,29 @@ def test_describe_peeks_into_an_uncompressed_nemo(tmp_path: Path) -> None:
     assert card["sample_rate"] == 16000 and card["tasks"] == ["asr"]
     (tmp_path / "junk.nemo").write_bytes(b"junk")
     assert describe(ModelSpec("j", "explicit", str(tmp_path / "junk.nemo"))) == {}
+
+
+def test_bundled_demo_model_is_the_default_only_when_nothing_else_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models import bundled, hub
+
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    monkeypatch.setattr(bundled, "ASSETS", assets)
+    assert bundled.bundled_models() == {}  # not shipped in this installation: not offered
+    assert bundled.DEMO_MODEL not in ModelRegistry.from_settings(Settings(demo_model=True)).names()
+    (assets / "aviary-demo-en.nemo").write_bytes(b"")
+    alone = ModelRegistry.from_settings(Settings(demo_model=True))
+    spec = alone.resolve(None)
+    assert alone.default == bundled.DEMO_MODEL and spec.source == "bundled" and Path(spec.location).is_file()
+    ref = hub.parse_name(bundled.DEMO_MODEL)  # ASRModel.from_pretrained("aviary-demo-en") finds it too
+    assert ref.source == "local" and ref.path == assets / "aviary-demo-en.nemo"
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    (models_dir / "zeta.nemo").write_bytes(b"")
+    with_dir = ModelRegistry.from_settings(Settings(demo_model=True, model_dir=models_dir))
+    assert with_dir.default == "zeta" and bundled.DEMO_MODEL in with_dir.names()
+    chosen = ModelRegistry.from_settings(Settings(demo_model=True, model_dir=models_dir, default_model="aviary-demo-en"))
+    assert chosen.default == bundled.DEMO_MODEL
+    assert bundled.DEMO_MODEL not in ModelRegistry.from_settings(Settings(demo_model=False)).names()
