@@ -81,19 +81,6 @@ class AviaryInt8Ceiling(AviaryCeiling):
             self.decode.joint = self.model.joint
 
 
-class AviaryCompileCeiling(AviaryCeiling):
-    """Experiment: aviary with the encoder wrapped in ``torch.compile`` (inductor, dynamic shapes); the warm-up
-    passes pay the compilation. Shows what compilation gives on this hardware."""
-
-    name = "aviary-compile"
-
-    def __init__(self, path: Path, device: Any):
-        import torch
-
-        super().__init__(path, device)
-        self.model.encoder = torch.compile(self.model.encoder, dynamic=True)
-
-
 class NemoCeiling:
     name = "nemo"
 
@@ -174,8 +161,7 @@ def agreement(results: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_args(ap)
-    ap.add_argument("--engines", default="aviary",
-                    help="comma-separated: aviary, nemo; experiments: aviary-sdpa, aviary-int8, aviary-compile")
+    ap.add_argument("--engines", default="aviary", help="comma-separated: aviary, nemo; experiments: aviary-sdpa, aviary-int8")
     ap.add_argument("--repeats", type=int, default=None, help="default 5 (quick: 2)")
     ap.add_argument("--shapes", nargs="+", default=None, help="BATCHxSECONDS, e.g. 8x5 1x20")
     args = ap.parse_args(argv)
@@ -189,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     info = common.machine_info(device, threads)
     print(f"model {model.name}, device {device}, {threads} threads, load {info['loadavg_at_start']}", flush=True)
     classes = {"aviary": AviaryCeiling, "aviary-sdpa": AviarySdpaCeiling, "aviary-int8": AviaryInt8Ceiling,
-               "aviary-compile": AviaryCompileCeiling, "nemo": NemoCeiling}
+               "nemo": NemoCeiling}
     engines = [classes[e.strip()](model, device) for e in args.engines.split(",") if e.strip()]
 
     common.maybe_wait(args)
