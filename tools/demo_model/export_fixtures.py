@@ -5,7 +5,7 @@
 
 Copies the first ``--count`` held-out utterances that make_data.py wrote as FLAC (unseen voices and
 sentences) into OUT with ``manifest.json`` (file, reference text, voice, noise), and records what NeMo 3.0
-makes of them with the same checkpoint: ``nemo_ref.json`` (texts, per-frame argmax ids) and ``nemo_ref.npz``
+makes of them with the same checkpoint: ``nemo_ref.json`` (texts, per-frame argmax ids, the WER of NeMo's texts) and ``nemo_ref.npz``
 (the CTC log-probabilities of the first four files, ``logprobs_<file stem>``).
 """
 
@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     model = ASRModel.restore_from(str(args.model), map_location="cpu").eval()
     audio = [sf.read(args.out / e["audio_filepath"], dtype="float32")[0] for e in entries]
     hyps = model.transcribe(audio, batch_size=1, return_hypotheses=True, verbose=False)
-    ref = {"nemo": "3.0", "model_sha": _sha(args.model), "files": [
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from evaluate import corpus_wer
+
+    ref = {"nemo": "3.0", "model_sha": _sha(args.model),
+           "wer": round(corpus_wer([e["text"] for e in entries], [h.text for h in hyps]), 4), "files": [
         {"audio_filepath": e["audio_filepath"], "text": h.text,
          "frame_argmax": torch.as_tensor(h.y_sequence).argmax(-1).tolist()}
         for e, h in zip(entries, hyps)]}

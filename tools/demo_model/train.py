@@ -3,8 +3,8 @@
     /work/nemo-venv/bin/python tools/demo_model/train.py --data /tmp/demo-data --out /tmp/demo-run \
         [--minutes 240] [--threads 2] [--resume [--total-steps N]]
 
-A NeMo `EncDecCTCModelBPE` (config.yaml: FastConformer, 8 layers x 144; 4.4M parameters with the 1024-piece
-vocabulary) trained by a plain PyTorch loop around NeMo's own modules: `model.forward()` (NeMo's mel
+A NeMo `EncDecCTCModelBPE` (config.yaml: Conformer, 6 layers x 144, 4x subsampling, 128-piece vocabulary)
+trained by a plain PyTorch loop around NeMo's own modules: `model.forward()` (NeMo's mel
 front-end, SpecAugment when --spec-augment, encoder and CTC decoder) and `model.loss` (NeMo's CTC loss).
 Lightning is not needed for one CPU process. AdamW, linear warm-up then cosine decay over the step budget,
 which is fitted to --minutes after the first steps. Batches hold utterances of similar length (at most
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--config", type=Path, default=HERE / "config.yaml")
-    ap.add_argument("--vocab-size", type=int, default=1024)
+    ap.add_argument("--vocab-size", type=int, default=128)
     ap.add_argument("--minutes", type=float, default=240.0, help="training time budget (wall clock)")
     ap.add_argument("--max-steps", type=int, default=100000)
     ap.add_argument("--batch-seconds", type=float, default=48.0, help="padded audio seconds per batch")
