@@ -20,6 +20,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         if key.startswith("AVIARY_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("AVIARY_DEVICE", "cpu")
+    monkeypatch.setenv("AVIARY_DEMO_MODEL", "false")  # listings below are of the test's own models
 
 
 @pytest.fixture
