@@ -114,13 +114,13 @@ class RNNTPredictor(nn.Module):
         cached = getattr(self, "_stacked", None)
         if cached is None or cached[0] != key:
             cells = []
-            for layer in range(self.num_layers):
-                w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")
-                bias = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
-                proj = getattr(lstm, f"weight_hr_l{layer}", None)
-                cells.append((torch.cat([w_ih, w_hh], 1).t().contiguous(), bias.detach().contiguous(),
-                              None if proj is None else proj.detach().t().contiguous()))
-            cells = [(w.detach(), b, p) for w, b, p in cells]
+            with torch.no_grad():
+                for layer in range(self.num_layers):
+                    w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")
+                    bias = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
+                    proj = getattr(lstm, f"weight_hr_l{layer}", None)
+                    cells.append((torch.cat([w_ih, w_hh], 1).t().contiguous(), bias,
+                                  None if proj is None else proj.t().contiguous()))
             self._stacked = cached = (key, cells)
         return cached[1]
 

@@ -33,12 +33,12 @@ from evaluate import edit_distance  # tools/demo_model/evaluate.py (the script's
 HERE = Path(__file__).resolve().parent
 
 
-def load_split(data: Path, split: str):
+def load_split(data: Path, split: str) -> list[dict]:
     pcm = np.memmap(data / f"{split}.pcm", dtype=np.int16, mode="r")
     meta = [json.loads(line) for line in (data / f"{split}.jsonl").read_text().splitlines()]
     for m in meta:
         m["_pcm"] = pcm  # each utterance knows its samples (the curriculum mixes splits)
-    return pcm, meta
+    return meta
 
 
 def train_tokenizer(tok_dir: Path, texts: list[str], vocab_size: int) -> None:
@@ -149,12 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    _, meta = load_split(args.data, "train")
-    _, test_meta = load_split(args.data, "test")
+    meta = load_split(args.data, "train")
+    test_meta = load_split(args.data, "test")
     sentences = list(range(len(meta)))
     words: list[int] = []
     if (args.data / "words.jsonl").exists():
-        _, word_meta = load_split(args.data, "words")
+        word_meta = load_split(args.data, "words")
         words = list(range(len(meta), len(meta) + len(word_meta)))
         meta = meta + word_meta
     tok_dir = args.out / "tokenizer"
