@@ -115,6 +115,9 @@ class ASRModel(torch.nn.Module):
     family: ClassVar[str] = "asr"
     # how transcribe() encodes long audio unless a call says otherwise (models.long_audio); assign to change
     long_audio: LongAudioOptions = LongAudioOptions()
+    # packed execution of batches of different lengths where the encoder supports it (see encode()); a
+    # packing model's transcribe() batches by count, not by length similarity. Assign False to compare.
+    packed: bool = True
 
     def __init__(self, cfg: dict[str, Any], tokenizer: Tokenizer) -> None:
         super().__init__()
@@ -258,11 +261,39 @@ class ASRModel(torch.nn.Module):
     def _path(self, decoder_type: str | None):
         raise NotImplementedError
 
+    @property
+    def packs(self) -> bool:
+        """Whether batches run packed (:attr:`packed` on and the encoder supports it)."""
+        return self.packed and bool(getattr(self.encoder, "packable", False))
+
     @torch.inference_mode()
     def encode(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Waveforms ``[B, N]`` → encoder states ``[B, D, T']`` and their lengths."""
+        """Waveforms ``[B, N]`` → encoder states ``[B, D, T']`` and their lengths.
+
+        With :attr:`packs`, a batch is split into groups of similar length (≤ 15 % padding each) that get
+        their own features and subsampling; the encoder blocks then run on the groups' valid frames packed
+        together (``ConformerEncoder.forward_groups``). Same values as one utterance at a time.
+        """
+        if audio.shape[0] > 1 and self.packs:
+            return self._encode_packed(audio, lengths)
         feats, feat_len = self.preprocessor(audio.float(), lengths)
         return self.encoder(feats, feat_len)
+
+    def _encode_packed(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        groups = length_batches(lengths.tolist(), batch_size=len(lengths))
+        inputs = []
+        for group in groups:
+            rows = torch.tensor(group, device=audio.device)
+            n = int(lengths[rows].max())
+            inputs.append(self.preprocessor(audio[rows, :n].float(), lengths[rows]))
+        enc, enc_len = self.encoder.forward_groups(inputs)
+        order = [i for group in groups for i in group]
+        if order == sorted(order):
+            return enc, enc_len
+        inverse = torch.empty(len(order), dtype=torch.int64)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        inverse = inverse.to(enc.device)
+        return enc[inverse], enc_len[inverse]
 
     @torch.inference_mode()
     def transcribe_items(self, items: list[AudioItem], return_hypotheses: bool = True,
@@ -318,7 +349,8 @@ class ASRModel(torch.nn.Module):
         sources = expand(audio)
         items = [load_item(s, self.sample_rate, i, config.channel_selector) for i, s in enumerate(sources)]
         results: list[Any] = [None] * len(items)
-        for idx in length_batches([it.num_samples for it in items], config.batch_size):
+        waste = float("inf") if self.packs else PADDING_WASTE  # packed: padding costs no encoder work
+        for idx in length_batches([it.num_samples for it in items], config.batch_size, waste):
             for i, out in zip(idx, self._transcribe_batch([items[i] for i in idx], config)):
                 results[i] = out
         return results

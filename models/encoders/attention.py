@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models.encoders.packing import Packing
+
 NEG_INF = -10000.0  # NeMo's INF_VAL: finite, so fully masked rows stay NaN-free
 MAX_SCORE_ELEMENTS = 1 << 22  # local attention: score elements per block group (bounds peak memory)
 
@@ -69,17 +71,20 @@ class PositionalEncoding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # x: [B, T, D] → (x scaled [B, T, D], pos_emb [1, P, D])
-        t = x.shape[1]
-        self.extend(t)
         if self.xscale:
             x = x * self.xscale
+        pos_emb = self.table(x.shape[1])
+        return (x + pos_emb, pos_emb) if self.kind == "abs_pos" else (x, pos_emb)
+
+    def table(self, t: int) -> torch.Tensor:
+        """The positional embeddings for a ``t``-frame input: ``[1, P, D]``."""
+        self.extend(t)
         if self.kind == "rel_pos_local_attn":
-            return x, self.pe[None]
+            return self.pe[None]
         if self.kind == "rel_pos":
             center = self.pe.shape[0] // 2  # row of relative position 0
-            return x, self.pe[None, center - t + 1 : center + t]
-        pos_emb = self.pe[None, :t]
-        return x + pos_emb, pos_emb
+            return self.pe[None, center - t + 1 : center + t]
+        return self.pe[None, :t]
 
 
 def rel_shift(bd_full: torch.Tensor) -> torch.Tensor:
@@ -113,6 +118,27 @@ class MultiHeadAttention(nn.Module):
         q, k, v = (self.heads(x, lin) for lin in (self.linear_q, self.linear_k, self.linear_v))
         return self.attend(q, k, v, None, att_mask, pad_mask)
 
+    def forward_packed(self, x: torch.Tensor, pos_emb: torch.Tensor | None, packing: Packing) -> torch.Tensor:
+        """``x [N, D]``: the valid frames of a batch, concatenated (see :class:`Packing`) → ``[N, D]``.
+
+        The projections run once over all ``N`` frames; scores, softmax and the weighted sum run per group
+        of similar lengths (padded within the group, masked as in :meth:`forward`).
+        """
+        q, k, v = self.linear_q(x), self.linear_k(x), self.linear_v(x)
+        p = self.linear_pos(pos_emb) if pos_emb is not None else None  # [1, 2·T_max-1, D], rel_pos only
+        out = torch.empty_like(q)
+        for g in packing.groups:
+            qg, kg, vg = (g.pad(z).unflatten(-1, (self.h, self.d_k)).transpose(1, 2) for z in (q, k, v))
+            if p is None:
+                heads = self.attend_heads(qg, kg, vg, None, g.att_mask, g.pad_mask)
+            else:  # relative positions T_g-1 … -(T_g-1): the middle rows of the T_max table
+                pg = p[:, packing.t_max - g.t : packing.t_max + g.t - 1]
+                pg = pg.unflatten(-1, (self.h, self.d_k)).transpose(1, 2)  # [1, H, 2T_g-1, d_k]
+                bd = rel_shift(torch.matmul(qg + self.pos_bias_v[:, None], pg.transpose(-2, -1)))
+                heads = self.attend_heads(qg + self.pos_bias_u[:, None], kg, vg, bd, g.att_mask, g.pad_mask)
+            out[g.rows] = g.unpad(heads)
+        return self.linear_out(out)
+
     def attend(
         self,
         q: torch.Tensor,
@@ -122,7 +148,20 @@ class MultiHeadAttention(nn.Module):
         att_mask: torch.Tensor | None,
         pad_mask: torch.Tensor,
     ) -> torch.Tensor:
-        """``softmax((q·kᵀ + bd)/√d_k)·v``; blocked pairs (``att_mask`` True) get ``-10000``, then weight 0.
+        """:meth:`attend_heads` followed by the output projection → ``[B, T, D]``."""
+        return self.linear_out(self.attend_heads(q, k, v, bd, att_mask, pad_mask))
+
+    def attend_heads(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        bd: torch.Tensor | None,
+        att_mask: torch.Tensor | None,
+        pad_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """``softmax((q·kᵀ + bd)/√d_k)·v`` with the heads concatenated → ``[B, T, D]`` (no output projection);
+        blocked pairs (``att_mask`` True) get ``-10000``, then weight 0.
 
         Computed in NeMo's operation order (``use_sdpa`` off), which keeps fp32 results within ~1e-6 of
         NeMo; the fused kernel reorders the sums and drifts further on wide models.
@@ -137,7 +176,7 @@ class MultiHeadAttention(nn.Module):
             attn = scores.masked_fill_(att_mask, NEG_INF).softmax(-1).masked_fill_(att_mask, 0.0)
         else:
             attn = scores.softmax(-1)
-        return self.linear_out(torch.matmul(attn, v).transpose(1, 2).flatten(2))  # [B, T, D]
+        return torch.matmul(attn, v).transpose(1, 2).flatten(2)  # [B, T, D]
 
     def _attend_sdpa(self, q, k, v, bd, att_mask, pad_mask) -> torch.Tensor:
         # the position term rides along as the additive mask, as in NeMo's use_pytorch_sdpa path
@@ -146,7 +185,7 @@ class MultiHeadAttention(nn.Module):
             bias = bias.masked_fill(att_mask, NEG_INF)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias if bias.dim() else None)
         out = out.masked_fill(pad_mask[:, None, :, None], 0.0)  # padded queries attend to nothing
-        return self.linear_out(out.transpose(1, 2).flatten(2))
+        return out.transpose(1, 2).flatten(2)
 
 
 class RelPositionMultiHeadAttention(MultiHeadAttention):

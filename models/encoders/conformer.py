@@ -13,7 +13,7 @@ zeroed (as in NeMo). Keys are NeMo's with the ``encoder.`` prefix removed.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from models.encoders.attention import (
     PositionalEncoding,
     RelPositionMultiHeadAttention,
 )
+from models.encoders.packing import Packing
 from models.encoders.subsampling import ConvSubsampling, StackingSubsampling, TimeReduction
 from models.errors import UnsupportedOptionError
 
@@ -215,6 +216,18 @@ class ConvModule(nn.Module):
         # GEMM with no layout changes, measurably faster than oneDNN's 1x1 Conv1d on CPU (bench/README.md).
         x = F.glu(_pointwise(self.pointwise_conv1, x), dim=-1)  # [B, T, D]
         x = x.masked_fill(pad_mask[:, :, None], 0.0)  # padding must look like the conv's zero padding
+        return _pointwise(self.pointwise_conv2, self._depthwise(x, pad_mask))  # [B, T, D]
+
+    def forward_packed(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
+        """``x [N, D]`` packed frames → ``[N, D]``; the depthwise convolution runs group by group."""
+        x = F.glu(_pointwise(self.pointwise_conv1, x), dim=-1)  # [N, D]
+        out = torch.empty_like(x)
+        for g in packing.groups:  # g.pad leaves zeros in the padding, as the conv's zero padding needs
+            out[g.rows] = g.unpad(self._depthwise(g.pad(x), g.pad_mask))
+        return _pointwise(self.pointwise_conv2, out)
+
+    def _depthwise(self, x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, T, D]`` (zero padding) → depthwise conv → norm → SiLU → ``[B, T, D]``."""
         x = self.depthwise_conv(F.pad(x.transpose(1, 2), self.context))  # [B, D, T]
         if isinstance(self.batch_norm, MaskedGroupNorm):
             x = self.batch_norm(x, ~pad_mask)
@@ -222,7 +235,7 @@ class ConvModule(nn.Module):
             x = self.batch_norm(x.transpose(1, 2)).transpose(1, 2)
         else:
             x = self.batch_norm(x)
-        return _pointwise(self.pointwise_conv2, F.silu(x).transpose(1, 2))  # [B, T, D]
+        return F.silu(x).transpose(1, 2)
 
 
 def _pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
@@ -283,6 +296,14 @@ class ConformerLayer(nn.Module):
         x = x + 0.5 * self.feed_forward1(self.norm_feed_forward1(x))
         x = x + self.self_attn(self.norm_self_att(x), pos_emb, att_mask, pad_mask)
         x = x + self.conv(self.norm_conv(x), pad_mask)
+        x = x + 0.5 * self.feed_forward2(self.norm_feed_forward2(x))
+        return self.norm_out(x)
+
+    def forward_packed(self, x: torch.Tensor, pos_emb: torch.Tensor | None, packing: Packing) -> torch.Tensor:
+        """The same block on packed frames ``[N, D]`` (``pos_emb``: the rel_pos table for ``t_max``)."""
+        x = x + 0.5 * self.feed_forward1(self.norm_feed_forward1(x))
+        x = x + self.self_attn.forward_packed(self.norm_self_att(x), pos_emb, packing)
+        x = x + self.conv.forward_packed(self.norm_conv(x), packing)
         x = x + 0.5 * self.feed_forward2(self.norm_feed_forward2(x))
         return self.norm_out(x)
 
@@ -347,15 +368,7 @@ class ConformerEncoder(nn.Module):
     def forward(
         self, feats: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if feats.shape[1] != self.cfg.feat_in:
-            raise ValueError(f"expected features [B, {self.cfg.feat_in}, T], got {tuple(feats.shape)}")
-        x = feats.transpose(1, 2)  # [B, T, F]
-        if lengths is None:
-            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.int64, device=x.device)
-        if isinstance(self.pre_encode, nn.Linear):
-            x, lengths = self.pre_encode(x), lengths.to(torch.int64)
-        else:
-            x, lengths = self.pre_encode(x, lengths.to(torch.int64))  # [B, T', D]
+        x, lengths = self._subsample(feats, lengths)
         x, pos_emb = self.pos_enc(x)
         att_mask, pad_mask = self._masks(lengths, x.shape[1])
         for i, layer in enumerate(self.layers):
@@ -369,6 +382,59 @@ class ConformerEncoder(nn.Module):
         if self.reduction_position == -1:
             x, lengths = self.reduction_subsampling(x, lengths)
         return x.transpose(1, 2), lengths.to(torch.int64)  # [B, D, T']
+
+    def _subsample(self, feats: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``[B, F, T]`` → ``pre_encode`` → ``[B, T', D]`` and lengths (int64)."""
+        if feats.shape[1] != self.cfg.feat_in:
+            raise ValueError(f"expected features [B, {self.cfg.feat_in}, T], got {tuple(feats.shape)}")
+        x = feats.transpose(1, 2)  # [B, T, F]
+        if lengths is None:
+            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.int64, device=x.device)
+        if isinstance(self.pre_encode, nn.Linear):
+            return self.pre_encode(x), lengths.to(torch.int64)
+        return self.pre_encode(x, lengths.to(torch.int64))  # [B, T', D]
+
+    # -- packed execution (models/encoders/packing.py) ---------------------------------------------------
+    @property
+    def packable(self) -> bool:
+        """Whether :meth:`forward_groups` can run packed: full or limited-context ``rel_pos``/``abs_pos``
+        attention and no time reduction (local attention and reduction keep the padded path)."""
+        return (
+            self.self_attention_model in ("rel_pos", "abs_pos")
+            and self.reduction_subsampling is None
+            and all(type(layer.self_attn) in (RelPositionMultiHeadAttention, MultiHeadAttention)
+                    for layer in self.layers)
+        )
+
+    def forward_groups(
+        self, groups: Sequence[tuple[torch.Tensor, torch.Tensor | None]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Several padded feature batches ``(feats [Bᵢ, F, Tᵢ], lengths [Bᵢ])`` → one ``([ΣBᵢ, D, T'_max],
+        lengths)``, utterances in group order, the same values as :meth:`forward` on each utterance.
+
+        Each group is subsampled on its own; then the Conformer blocks run packed (feed-forward, projections
+        and pointwise convolutions over the valid frames of all groups at once; attention and the depthwise
+        convolution per group). Group utterances of similar length together: padding within a group still
+        costs attention and subsampling work. Output frames past an utterance's length are zeros.
+        """
+        if not self.packable:
+            raise UnsupportedOptionError("packed execution needs rel_pos or abs_pos attention and no reduction")
+        xs, lengths = [], []
+        for feats, feat_len in groups:
+            x, n = self._subsample(feats, feat_len)
+            xs.append(self.pos_enc(x)[0])  # scaled (abs_pos: positions added, per group)
+            lengths.append(n)
+        packing = Packing(lengths, [x.shape[1] for x in xs], self._masks)
+        x = packing.pack(xs)  # [N, D]
+        del xs
+        pos_emb = None
+        if self.self_attention_model == "rel_pos":  # the positional table for the longest group
+            pos_emb = self.pos_enc.table(packing.t_max)
+        for layer in self.layers:
+            x = layer.forward_packed(x, pos_emb, packing)
+        if self.out_proj is not None:
+            x = self.out_proj(x)
+        return packing.unpack(x).transpose(1, 2), torch.cat(lengths)  # [B, D, T'_max]
 
     def _masks(self, lengths: torch.Tensor, t: int) -> tuple[torch.Tensor | None, torch.Tensor]:
         """``att_mask`` [B,1,T,T] True = blocked (None: local attention), ``pad_mask`` [B, T] True = pad."""

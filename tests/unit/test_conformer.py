@@ -336,3 +336,53 @@ def test_sdpa_path_matches_explicit_attention(kind):
     for i, n in enumerate(la.tolist()):
         assert (a[i, :, :n] - b[i, :, :n]).abs().max() < 1e-5
     assert_batch_invariant(fused, [203, 120, 9])
+
+
+# -- packed execution -------------------------------------------------------------------------------------
+PACKABLE = {
+    "fast": FAST,
+    "classic": CLASSIC,
+    "streaming": STREAMING,
+    "abs_nobias": {**FAST, "self_attention_model": "abs_pos", "use_bias": False},
+    "tied_ctx": {**FAST, "untie_biases": False, "xscaling": False, "att_context_size": [5, 2]},
+    "groupnorm": {**FAST, "conv_norm_type": "group_norm2"},
+    "fused_bn_out_proj": {**FAST, "conv_norm_type": "fused_batch_norm", "feat_out": 12},
+    "stacking": {**FAST, "subsampling": "stacking_norm", "subsampling_factor": 4},
+    "sdpa": {**FAST, "use_pytorch_sdpa": True},
+}
+
+
+@pytest.mark.parametrize("cfg", list(PACKABLE.values()), ids=list(PACKABLE))
+@pytest.mark.parametrize("grouping", [[[0, 1, 2, 3, 4]], [[0], [1, 2], [3, 4]], [[3, 1], [4, 0, 2]]],
+                         ids=["one-group", "buckets", "mixed"])
+def test_packed_groups_equal_each_utterance_alone(cfg, grouping):
+    """forward_groups: every utterance's frames equal its batch-1 result, whatever the grouping; zeros after."""
+    enc = encoder(cfg)
+    assert enc.packable
+    lengths = [203, 150, 61, 9, 150]
+    x, lens = features(lengths)
+    with torch.inference_mode():
+        groups = []
+        for g in grouping:
+            n = max(lengths[i] for i in g)
+            groups.append((x[g, :, :n], lens[g]))
+        packed, plen = enc.forward_groups(groups)
+        order = [i for g in grouping for i in g]
+        assert packed.shape[0] == len(order)
+        for row, i in enumerate(order):
+            alone, alen = enc(x[i : i + 1, :, : lengths[i]], lens[i : i + 1])
+            t = int(alen[0])
+            assert int(plen[row]) == t
+            assert (alone[0, :, :t] - packed[row, :, :t]).abs().max() <= 1e-5
+            assert not packed[row, :, t:].any()
+
+
+def test_packing_is_refused_where_it_does_not_apply():
+    for cfg in (LOCAL, {**FAST, "reduction": "pooling", "reduction_position": 0, "reduction_factor": 2}):
+        enc = encoder(cfg)
+        assert not enc.packable
+        with pytest.raises(UnsupportedOptionError):
+            enc.forward_groups([features([20, 10])])
+    enc = encoder(FAST)
+    enc.change_attention_model("rel_pos_local_attn", [4, 4])
+    assert not enc.packable
