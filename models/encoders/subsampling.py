@@ -141,15 +141,34 @@ class ConvSubsampling(nn.Module):
     def _masked_convs(
         self, x: torch.Tensor, lengths: torch.Tensor, split: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        # x: [B, 1, T, F]; zero frames past the length before/after every layer (NeMo MaskedConvSequential)
+        # x: [B, 1, T, F]. NeMo's MaskedConvSequential zeroes frames past the length before and after every
+        # layer; zeroing them after each ReLU (and the last layer) gives the same values: within a stage the
+        # strided conv's padded outputs only reach the 1x1 conv (per frame) and the ReLU, which keep them
+        # past the length, where they are zeroed before the next strided conv reads them. The activations
+        # are the largest tensors of the model ([B, C, T/2, F/2]), so every pass over them counts: ReLU in
+        # place, and only the padded tail of each utterance written.
         lengths = lengths.to(torch.int64)
-        x = _mask_time(x, lengths)
-        for layer in self.conv:
-            x = _apply_split(layer, x, split) if split > 1 else layer(x)
+        x = _mask_time(x, lengths)  # the input is the caller's: not in place
+        last = len(self.conv) - 1
+        for i, layer in enumerate(self.conv):
+            if isinstance(layer, nn.ReLU):
+                x = torch.relu_(x)  # x is a fresh conv output
+            else:
+                x = _apply_split(layer, x, split) if split > 1 else layer(x)
             if isinstance(layer, nn.Conv2d) and layer.stride[0] != 1:
                 lengths = (lengths + _time_pads(layer) - KERNEL) // STRIDE + 1
-            x = _mask_time(x, lengths)
+            if isinstance(layer, nn.ReLU) or i == last:
+                x = _zero_tail_(x, lengths)
         return x, lengths
+
+
+def _zero_tail_(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Zero ``x [B, C, T, F]`` in place at time steps past each utterance's length."""
+    t = x.shape[2]
+    for b, n in enumerate(lengths.tolist()):
+        if n < t:
+            x[b, :, max(n, 0) :].zero_()
+    return x
 
 
 def _mask_time(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
