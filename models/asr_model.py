@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from models import long_audio as la
+from models.batching import PADDING_WASTE, length_batches
 from models.checkpoint import Checkpoint, open_checkpoint
 from models.encoders import build_encoder
 from models.errors import CheckpointError, UnsupportedOptionError
@@ -58,7 +59,6 @@ def resolve_device(map_location: str | torch.device | None) -> torch.device:
     return torch.device(map_location)
 
 
-PADDING_WASTE = 0.15  # most padding transcribe() accepts in a batch, as a fraction of the real audio
 _INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
                    "xavier_uniform_", "xavier_normal_", "orthogonal_", "zeros_", "ones_", "constant_")
 _init_lock = threading.RLock()
@@ -84,29 +84,6 @@ def load_weights_into(module: torch.nn.Module, state_dict: dict[str, torch.Tenso
     floats = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
     result = module.load_state_dict(floats, strict=False, assign=True)
     return list(result.missing_keys), list(result.unexpected_keys)
-
-
-def length_batches(lengths: list[int], batch_size: int, max_waste: float = PADDING_WASTE) -> list[list[int]]:
-    """Indices grouped into batches of at most ``batch_size`` similar lengths.
-
-    Items are sorted by length and a batch is closed early when adding the next (longer) item would make
-    padding more than ``max_waste`` of the real audio — padding a 1 s clip to 28 s costs more than a batch
-    saves. Results do not depend on the grouping (batch invariance), only the speed does.
-    """
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    batches: list[list[int]] = []
-    current: list[int] = []
-    total = 0
-    for i in order:
-        padded = lengths[i] * (len(current) + 1)  # the new item is the longest so far
-        if current and (len(current) == batch_size or padded > (1 + max_waste) * (total + lengths[i])):
-            batches.append(current)
-            current, total = [], 0
-        current.append(i)
-        total += lengths[i]
-    if current:
-        batches.append(current)
-    return batches
 
 
 class ASRModel(torch.nn.Module):

@@ -19,6 +19,9 @@ from models.errors import CheckpointError
 LSTMState = tuple[Tensor, Tensor]  # (h [L, B, H_out], c [L, B, H_cell])
 
 
+INPUT_GATES_MAX_BYTES = 64 << 20  # the largest per-token input-gate table RNNTPredictor precomputes
+
+
 class RNNTPredictor(nn.Module):
     """LSTM prediction network; keys ``prediction.embed.weight``, ``prediction.dec_rnn.lstm.*``.
 
@@ -85,17 +88,21 @@ class RNNTPredictor(nn.Module):
         oneDNN primitive costs ~4x more on CPU (``bench/lstm_step.py``); outputs agree to ~1e-6. With autograd
         on, ``nn.LSTM`` itself runs.
         """
-        x = self.embed(tokens)  # [B, H]
         if state is None:
             state = self.initial_state(tokens.shape[0], tokens.device)
         lstm = self.prediction["dec_rnn"]["lstm"]
         if torch.is_grad_enabled() or not lstm.bias:
-            g, (h, c) = lstm(x.unsqueeze(0), state)  # [1, B, H], time-major like NeMo
+            g, (h, c) = lstm(self.embed(tokens).unsqueeze(0), state)  # [1, B, H], time-major like NeMo
             return g.squeeze(0), (h, c)  # [B, H_out]
         h0, c0 = state
         hs, cs = [], []
-        for layer, (weight, bias, proj) in enumerate(self._stacked_cells()):
-            gates = torch.addmm(bias, torch.cat([x, h0[layer]], 1), weight)  # [B, 4 H_cell], order i f g o
+        cells, input_gates = self._stacked_cells()
+        x = None if input_gates is not None else self.embed(tokens)  # [B, H]
+        for layer, (weight, bias, proj) in enumerate(cells):
+            if layer == 0 and input_gates is not None:  # W_ih·embed(k) + biases, looked up per token
+                gates = torch.addmm(input_gates[tokens], h0[0], weight)  # weight: W_hh^T only
+            else:
+                gates = torch.addmm(bias, torch.cat([x, h0[layer]], 1), weight)  # [B, 4 H_cell], i f g o
             i, f, g, o = gates.chunk(4, 1)
             c = torch.sigmoid(f) * c0[layer] + torch.sigmoid(i) * torch.tanh(g)
             x = torch.sigmoid(o) * torch.tanh(c)
@@ -105,24 +112,37 @@ class RNNTPredictor(nn.Module):
             cs.append(c)
         return x, (torch.stack(hs), torch.stack(cs))
 
-    def _stacked_cells(self) -> list[tuple[Tensor, Tensor, Tensor | None]]:
-        """Per layer ``([W_ih | W_hh]^T, b_ih + b_hh, W_hr^T or None)``, rebuilt whenever a weight changes
-        (loading, ``to(device)``, in-place edits)."""
+    def _stacked_cells(self) -> tuple[list[tuple[Tensor, Tensor, Tensor | None]], Tensor | None]:
+        """Per layer ``([W_ih | W_hh]^T, b_ih + b_hh, W_hr^T or None)``, and the first layer's input gates per
+        token, ``W_ih·embed(k) + b_ih + b_hh`` for every ``k`` (then its weight is ``W_hh^T`` alone), or None
+        where that table would exceed ``INPUT_GATES_MAX_BYTES``. Rebuilt whenever a weight changes
+        (loading, ``to(device)``, in-place edits).
+
+        At batch 1 a step is a matrix-vector product whose cost is reading the weights; the table halves
+        what the first layer reads (``bench/lstm_step.py``).
+        """
         lstm = self.prediction["dec_rnn"]["lstm"]
-        params = list(lstm.parameters())
+        params = [*lstm.parameters(), self.prediction["embed"].weight]
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         cached = getattr(self, "_stacked", None)
         if cached is None or cached[0] != key:
             cells = []
+            table = None
             with torch.no_grad():
                 for layer in range(self.num_layers):
                     w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")
                     bias = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
                     proj = getattr(lstm, f"weight_hr_l{layer}", None)
-                    cells.append((torch.cat([w_ih, w_hh], 1).t().contiguous(), bias,
-                                  None if proj is None else proj.t().contiguous()))
-            self._stacked = cached = (key, cells)
-        return cached[1]
+                    proj = None if proj is None else proj.t().contiguous()
+                    table_bytes = (self.blank_idx + 1) * w_ih.shape[0] * w_ih.element_size()
+                    if layer == 0 and table_bytes <= INPUT_GATES_MAX_BYTES:
+                        tokens = torch.arange(self.blank_idx + 1, device=w_ih.device)
+                        table = torch.addmm(bias, self.embed(tokens), w_ih.t())  # [V+1, 4 H_cell]
+                        cells.append((w_hh.t().contiguous(), bias, proj))
+                    else:
+                        cells.append((torch.cat([w_ih, w_hh], 1).t().contiguous(), bias, proj))
+            self._stacked = cached = (key, cells, table)
+        return cached[1], cached[2]
 
     @staticmethod
     def select_state(mask: Tensor, new: LSTMState, old: LSTMState) -> LSTMState:

@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from models.decoders import CTCHead, RNNTJoint, RNNTPredictor, StatelessPredictor, build_predictor
+from models.decoders import rnnt as rnnt_decoders
 from models.decoding import ctc_greedy, greedy_multiblank, greedy_rnnt, greedy_tdt
+from models.decoding import rnnt as rnnt_decoding
 from models.errors import CheckpointError, UnsupportedOptionError
 
 torch.set_num_threads(1)
@@ -130,10 +132,14 @@ def test_rnnt_predictor_keys_and_step_matches_lstm() -> None:
 
 
 @pytest.mark.filterwarnings("ignore:LSTM with projections")
-@pytest.mark.parametrize("kwargs", [{"layers": 2}, {"rnn_hidden_size": 2 * H}], ids=["two_layers", "projection"])
-def test_rnnt_predictor_decoding_cell_matches_nn_lstm(kwargs: dict[str, Any]) -> None:
-    """Without autograd, step() uses its hand-written cell; it must equal nn.LSTM (which runs with autograd on),
-    and follow weight changes (its stacked weights are cached)."""
+@pytest.mark.parametrize("table", [True, False], ids=["input_gate_table", "stacked"])
+@pytest.mark.parametrize("kwargs", [{"layers": 2}, {"rnn_hidden_size": 2 * H}, {"blank_as_pad": False}],
+                         ids=["two_layers", "projection", "blank_not_pad"])
+def test_rnnt_predictor_decoding_cell_matches_nn_lstm(kwargs: dict[str, Any], table: bool, monkeypatch) -> None:
+    """Without autograd, step() uses its hand-written cell (with or without the per-token input-gate table); it
+    must equal nn.LSTM (which runs with autograd on), and follow weight changes (its weights are cached)."""
+    if not table:
+        monkeypatch.setattr(rnnt_decoders, "INPUT_GATES_MAX_BYTES", 0)
     pred = rnnt_predictor(**kwargs)
     tokens = [torch.tensor([V, 2]), torch.tensor([3, 3]), torch.tensor([0, V])]
 
@@ -151,6 +157,11 @@ def test_rnnt_predictor_decoding_cell_matches_nn_lstm(kwargs: dict[str, Any]) ->
         pred.prediction["dec_rnn"]["lstm"].weight_hh_l0.mul_(-0.5)  # in place: the cache must notice
     for fast, ref in zip(run(False), run(True)):
         torch.testing.assert_close(fast, ref, atol=1e-6, rtol=1e-5)
+    with torch.no_grad():
+        pred.prediction["embed"].weight.mul_(2.0)  # the input-gate table depends on the embedding too
+    for fast, ref in zip(run(False), run(True)):
+        torch.testing.assert_close(fast, ref, atol=1e-6, rtol=1e-5)
+    assert (pred._stacked_cells()[1] is not None) == table
     with torch.inference_mode():
         g, _ = pred.step(tokens[0], None)
     torch.testing.assert_close(g, run(True)[0], atol=1e-6, rtol=1e-5)
@@ -359,6 +370,14 @@ def check_against_ref(res: list[Any], refs: list[tuple[Any, ...]], tdt: bool = F
 MAX_SYMBOLS = [1, 2, 10, None]
 
 
+@pytest.fixture(params=["grouped", "batched", "single"])
+def strategy(request, monkeypatch) -> str:
+    """Every reference test runs with each way of splitting a batch (models.decoding.rnnt.STRATEGY)."""
+    monkeypatch.setattr(rnnt_decoding, "STRATEGY", request.param)
+    return request.param
+
+
+@pytest.mark.usefixtures("strategy")
 @pytest.mark.parametrize("max_symbols", MAX_SYMBOLS)
 @pytest.mark.parametrize("log_softmax", [True, False])
 def test_greedy_rnnt_matches_reference(max_symbols: int | None, log_softmax: bool) -> None:
@@ -373,6 +392,7 @@ def test_greedy_rnnt_matches_reference(max_symbols: int | None, log_softmax: boo
             torch.testing.assert_close(r.dec_state[1], ref[3][1][:, 0])
 
 
+@pytest.mark.usefixtures("strategy")
 @pytest.mark.parametrize("max_symbols", [1, 2, 3])
 def test_greedy_rnnt_random_two_layer_predictor(max_symbols: int) -> None:
     """Random weights (many tokens per frame), so ``max_symbols`` decides a lot."""
@@ -388,6 +408,7 @@ def test_greedy_rnnt_random_two_layer_predictor(max_symbols: int) -> None:
     assert capped_frames > 0
 
 
+@pytest.mark.usefixtures("strategy")
 def test_greedy_rnnt_stateless_predictor() -> None:
     torch.manual_seed(3)
     pred = StatelessPredictor(V, H, context_size=2, normalization_mode="layer").eval()
@@ -401,6 +422,7 @@ def test_greedy_rnnt_stateless_predictor() -> None:
 DURATION_SETS = [[0, 1, 2, 3, 4], [1, 2, 4], [0, 1], [0, 2, 5]]
 
 
+@pytest.mark.usefixtures("strategy")
 @pytest.mark.parametrize("durations", DURATION_SETS)
 @pytest.mark.parametrize("max_symbols", MAX_SYMBOLS)
 def test_greedy_tdt_matches_reference(durations: list[int], max_symbols: int | None) -> None:
@@ -420,6 +442,7 @@ def test_greedy_tdt_matches_reference(durations: list[int], max_symbols: int | N
     assert (n_zero_dur_tokens > 0) == (0 in durations)
 
 
+@pytest.mark.usefixtures("strategy")
 @pytest.mark.parametrize("max_symbols", [1, 3, None])
 def test_greedy_multiblank_matches_reference(max_symbols: int | None) -> None:
     big = [2, 4]
@@ -437,6 +460,7 @@ def test_greedy_multiblank_matches_reference(max_symbols: int | None) -> None:
         check_against_ref(res, refs)
 
 
+@pytest.mark.usefixtures("strategy")
 def test_greedy_batch_invariant() -> None:
     pred, joint = rnnt_predictor(seed=11), joint_net(extra=5, seed=12)
     make_counting(pred, joint)
@@ -474,6 +498,7 @@ class CountingCalls:
         return self.inner.joint_after_projection(f, g)
 
 
+@pytest.mark.usefixtures("strategy")
 def test_temperature_only_scales_log_softmax_scores() -> None:
     pred, joint = rnnt_predictor(seed=15), joint_net(seed=16)
     make_counting(pred, joint)
@@ -490,7 +515,8 @@ def test_temperature_only_scales_log_softmax_scores() -> None:
     assert [r.score for r in explicit] == [r.score for r in plain]
 
 
-def test_label_looping_runs_whole_batch_per_call() -> None:
+def test_label_looping_runs_whole_batch_per_call(monkeypatch) -> None:
+    monkeypatch.setattr(rnnt_decoding, "STRATEGY", "batched")
     pred, joint = rnnt_predictor(seed=13), joint_net(seed=14)
     make_counting(pred, joint)
     enc, lens = counting_batch(5, 14, 2)
@@ -501,6 +527,18 @@ def test_label_looping_runs_whole_batch_per_call() -> None:
     assert len(wp.calls) <= 2 + max(len(r.tokens) for r in res)
 
 
+def test_cpu_batches_are_decoded_by_length_group() -> None:
+    """On CPU: rows of similar length share the batched loop; a row of its own length runs alone."""
+    pred, joint = rnnt_predictor(seed=13), joint_net(seed=14)
+    make_counting(pred, joint)
+    enc = torch.randn(4, 40, D)
+    lens = torch.tensor([40, 10, 11, 10])
+    wp = CountingCalls(pred)
+    greedy_rnnt(enc, lens, wp, joint, V, 10, log_softmax=True)
+    assert set(wp.calls) == {1, 3}
+
+
+@pytest.mark.usefixtures("strategy")
 def test_empty_batch_rows_and_option_errors() -> None:
     pred, joint = rnnt_predictor(), joint_net(extra=2)
     enc = torch.randn(2, 5, D)
