@@ -21,7 +21,7 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r,
         )
         self.batch_padded_seconds = Histogram(
-            "aviary_batch_padded_audio_seconds", "Padded audio seconds per batch (longest item × items).",
+            "aviary_batch_padded_audio_seconds", "Padded audio seconds per batch (longest item × items; packing models: per length group).",
             ["model"], buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1200, 3600), registry=r,
         )
         self.queue_wait = Histogram(
@@ -45,11 +45,14 @@ class Metrics:
         )
 
     def observe_batch(
-        self, model: str, durations: Sequence[float], waits: Sequence[float], compute_s: float
+        self, model: str, durations: Sequence[float], waits: Sequence[float], compute_s: float,
+        padded_s: float | None = None,
     ) -> None:
-        """Record one finished batch: its size, padded seconds, each item's queue wait, and its RTFx."""
+        """Record one finished batch: its size, padded seconds (default: longest × items), each item's queue
+        wait, and its RTFx."""
         self.batch_size.labels(model).observe(len(durations))
-        self.batch_padded_seconds.labels(model).observe(max(durations) * len(durations))
+        padded = max(durations) * len(durations) if padded_s is None else padded_s
+        self.batch_padded_seconds.labels(model).observe(padded)
         for wait in waits:
             self.queue_wait.labels(model).observe(wait)
         if compute_s > 0:

@@ -139,7 +139,9 @@ class Settings(BaseSettings):
     max_padding_waste: float = Field(
         default=0.15, ge=0, le=100,
         description="Most padding a batch may carry, as a fraction of its real audio: items of very different "
-        "lengths run in separate batches (padding costs more than batching saves, especially on CPU).",
+        "lengths run in separate batches (padding costs more than batching saves, especially on CPU). Models "
+        "that run batches packed (Conformer/FastConformer with full or limited-context attention) pad only "
+        "within length groups of their own (<= 15 %) and are not bound by it.",
     )
     max_wait_ms: float = Field(
         default=10.0, ge=0, le=10_000, description="Longest time the oldest queued item waits for its batch to fill."

@@ -32,6 +32,15 @@ def padded_seconds(batch: Sequence[Pending]) -> float:
     return max((item.duration for item in batch), default=0.0) * len(batch)
 
 
+def packed_padded_seconds(durations: Sequence[float]) -> float:
+    """The padded seconds a *packing* model computes for a batch: its runtime splits the batch into length
+    groups (``models.batching``) and pads each group only to its own longest item."""
+    from models.batching import length_batches  # torch-free; the same grouping the runtime uses
+
+    groups = length_batches(list(durations), batch_size=max(len(durations), 1))
+    return sum(max(durations[i] for i in group) * len(group) for group in groups)
+
+
 def next_batch(pending: Sequence[J], max_items: int, max_padded_seconds: float,
                max_waste: float = float("inf")) -> tuple[list[J], list[J]]:
     """Choose the next batch from ``pending`` (oldest first).

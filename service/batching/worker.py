@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.batching.jobs import Job
-from service.batching.policy import next_batch, padded_seconds
+from service.batching.policy import next_batch, packed_padded_seconds, padded_seconds
 from service.errors import (
     AviaryError,
     InternalError,
@@ -130,10 +130,15 @@ class ModelWorker:
                     continue
                 batch, self._pending = next_batch(
                     self._pending, self._policy.max_items, self._policy.max_padded_seconds,
-                    self._policy.max_padding_waste,
+                    math.inf if self._packs() else self._policy.max_padding_waste,
                 )
                 self._metrics.queued_audio.labels(self.name).set(sum(j.duration for j in self._pending))
                 return batch
+
+    def _packs(self) -> bool:
+        """A packing backend pads each length group of a batch only to that group's longest item, within
+        the runtime's own bound: batches need not be of similar lengths."""
+        return bool(getattr(self._backend, "packs", False))
 
     def _full(self) -> bool:
         head = self._pending[0].options
@@ -192,9 +197,11 @@ class ModelWorker:
             job.started_at, job.finished_at, job.batch_id, job.batch_size = started, finished, batch_id, len(jobs)
             _resolve(job.future, result=hyp)
         durations = [job.duration for job in jobs]
-        log.debug("model %s ran a batch of %d (%.1f padded s) in %.3f s", self.name, len(jobs),
-                  max(durations) * len(jobs), finished - started)
-        self._metrics.observe_batch(self.name, durations, [started - j.queued_at for j in jobs], finished - started)
+        padded = packed_padded_seconds(durations) if self._packs() else max(durations) * len(jobs)
+        log.debug("model %s ran a batch of %d (%.1f padded s) in %.3f s", self.name, len(jobs), padded,
+                  finished - started)
+        self._metrics.observe_batch(self.name, durations, [started - j.queued_at for j in jobs],
+                                    finished - started, padded)
         self._metrics.items.labels(self.name, "ok").inc(len(jobs))
         rate = sum(durations) / max(finished - started, 1e-6)
         self._throughput = rate if not self._throughput else 0.8 * self._throughput + 0.2 * rate

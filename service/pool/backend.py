@@ -38,7 +38,11 @@ class DecodeOptions:
 
 @runtime_checkable
 class Backend(Protocol):
-    """A loaded model as the service sees it."""
+    """A loaded model as the service sees it.
+
+    A backend may also have ``packs = True``: it runs a batch packed (length groups of its own), so the
+    worker batches items of any length together (``AVIARY_MAX_PADDING_WASTE`` does not apply).
+    """
 
     name: str
     sample_rate: int

@@ -56,8 +56,10 @@ class EchoBackend:
         load_seconds: float = 0.0,
         languages: Sequence[str] | None = None,
         long_audio_s: float = math.inf,
+        packs: bool = False,
     ):
         self.name = name
+        self.packs = packs  # pretend to run batches packed (the worker then ignores the padding bound)
         self.sample_rate = sample_rate
         self.seconds_per_second = seconds_per_second
         self.decoders = tuple(decoders)

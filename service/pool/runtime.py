@@ -30,6 +30,8 @@ class RuntimeBackend:
         # info() may count parameters; compute it once, not per request.
         self._info = {**dict(model.info()), "decoders": list(model.decoder_types), "device": str(model.device)}
         self._multitask = "aed" in self._info["decoders"]
+        # packed execution (models.asr_model.ASRModel.encode): the worker need not batch similar lengths
+        self.packs = bool(getattr(model, "packs", False))
 
     @classmethod
     def load(cls, spec: ModelSpec, device: str, long_audio_s: float | None = None) -> RuntimeBackend:

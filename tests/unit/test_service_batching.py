@@ -229,3 +229,30 @@ def test_worker_stop_fails_queued_jobs_with_503() -> None:
     assert first.future.result().text == "echo 1.0000"
     assert isinstance(second.future.exception(), ModelUnavailable)
     assert worker.backend is None
+
+
+@pytest.mark.parametrize("packs", [False, True])
+def test_packing_backends_batch_items_of_any_length(packs: bool) -> None:
+    """The padding bound keeps 1 s and 10 s items apart, unless the model runs batches packed."""
+
+    async def scenario(h: Harness) -> None:
+        async with h.pool.lease("echo"):
+            pass
+        await asyncio.gather(*(h.batcher.submit(request(s)) for s in (1.0, 1.1, 10.0, 1.2)))
+        sizes = sorted(len(b) for b in h.backends["echo"].batches)
+        assert sizes == ([4] if packs else [1, 3])
+        # /metrics' padded seconds: the length groups' (packed) or each batch's longest x items
+        registry = h.batcher._metrics.registry
+        label = {"model": "echo"}
+        assert registry.get_sample_value("aviary_batch_padded_audio_seconds_count", label) == len(sizes)
+        assert registry.get_sample_value("aviary_batch_padded_audio_seconds_sum", label) == pytest.approx(13.6)
+
+    run(BatchPolicy(max_padded_seconds=100, max_padding_waste=0.15, max_wait_s=0.05), scenario, packs=packs)
+
+
+def test_packed_padded_seconds_counts_each_length_group() -> None:
+    from service.batching.policy import packed_padded_seconds
+
+    assert packed_padded_seconds([1.0, 1.1, 10.0, 1.2]) == pytest.approx(1.2 * 3 + 10.0)
+    assert packed_padded_seconds([5.0]) == 5.0
+    assert packed_padded_seconds([]) == 0.0

@@ -86,3 +86,16 @@ def test_a_broken_checkpoint_is_503_naming_the_problem(tmp_path: Path) -> None:
 
     with pytest.raises(ModelUnavailable, match=r"model .junk. failed to load: .*junk\.nemo"):
         asyncio.run(use())
+
+
+@pytest.mark.parametrize(("name", "packs"), [("fastconformer_hybrid_tdt_ctc_bpe", True), ("quartznet_char", False)])
+def test_packs_follows_the_model(name: str, packs: bool) -> None:
+    """Conformer checkpoints run batches packed (the worker then ignores the padding bound); others do not."""
+    from models import ASRModel
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "models"
+    model = ASRModel.restore_from(fixtures / f"{name}.nemo", map_location="cpu")
+    assert RuntimeBackend(name, model).packs is packs
+    model.packed = False
+    assert RuntimeBackend(name, model).packs is False
+    assert RuntimeBackend("m", StandIn()).packs is False
