@@ -18,6 +18,8 @@ from models.errors import UnsupportedOptionError
 KERNEL, STRIDE = 3, 2
 # 2**31 elements: beyond this torch conv kernels can fail on indexing (pytorch issue 80020), so NeMo splits
 INDEX_LIMIT = 2**31
+# CPU: the first conv stage's activations per stretch of input (0 = whole batches in one pass); see _cpu_window
+CPU_WINDOW_BYTES = 12 << 20
 
 
 def conv_out_length(
@@ -116,6 +118,9 @@ class ConvSubsampling(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # x: [B, T, F]
+        window = self._cpu_window(x)
+        if window and (x.shape[0] > 1 or x.shape[1] > window + 4 * self.factor):
+            return self._windowed(x, lengths, window)
         n_chunks = self._n_chunks(x)
         if n_chunks == 1:
             y, lengths = self._masked_convs(x.unsqueeze(1), lengths)
@@ -129,6 +134,41 @@ class ConvSubsampling(nn.Module):
             y, lengths = self._masked_convs(x.unsqueeze(1), lengths, split=n_chunks)
         b, c, t, f = y.shape  # [B, C, T', F']
         return self.out(y.transpose(1, 2).reshape(b, t, c * f)), lengths  # [B, T', d_model]
+
+    def _cpu_window(self, x: torch.Tensor) -> int:
+        """Input frames per stretch on CPU (0: one pass). The first stage's activations ``[B, C, T/2, F/2]``
+        are the model's largest tensors; kept within ``CPU_WINDOW_BYTES`` they stay in the CPU's cache, and
+        the stack runs ~2x faster than on a whole 28 s utterance or a batch of several (bench/README.md)."""
+        if x.device.type != "cpu" or self.chunking_factor != 1 or CPU_WINDOW_BYTES <= 0:
+            return 0
+        per_frame = self.channels * ((x.shape[2] + 1) // 2) * x.element_size() / STRIDE
+        return max(8, int(CPU_WINDOW_BYTES / per_frame) // self.factor) * self.factor
+
+    def _windowed(self, x: torch.Tensor, lengths: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One utterance at a time, each cut to its own length, in stretches of ``window`` input frames that
+        start at multiples of the factor with ``2·factor`` frames of context on each side: an output frame
+        depends on input frames within ``2·factor`` of its own (causal convs included), so each stretch's
+        middle equals the one-pass result. Frames past each length are ``out.bias`` (a zero conv output)."""
+        b, t, _ = x.shape
+        lengths = lengths.to(torch.int64)
+        out_len = conv_out_length(lengths, self.all_paddings, KERNEL, STRIDE, self.stages)
+        t_out = int(conv_out_length(torch.tensor(t), self.all_paddings, KERNEL, STRIDE, self.stages))
+        out = self.out.bias.expand(b, t_out, -1).clone() if self.out.bias is not None else \
+            x.new_zeros(b, t_out, self.out.out_features)
+        f, ctx = self.factor, 2 * self.factor
+        for row, n in enumerate(lengths.tolist()):
+            pieces = []
+            for s0 in range(0, n, window):
+                w0, w1 = max(0, s0 - ctx), min(n, s0 + window + ctx)
+                y, y_len = self._masked_convs(x[row : row + 1, w0:w1].unsqueeze(1), torch.tensor([w1 - w0]))
+                first = (s0 - w0) // f
+                last = first + window // f if s0 + window < n else int(y_len[0])
+                pieces.append(y[:, :, first:last])
+            if pieces:
+                y = torch.cat(pieces, dim=2) if len(pieces) > 1 else pieces[0]  # [1, C, T'_b, F']
+                _, c, tb, fb = y.shape
+                out[row, :tb] = self.out(y.transpose(1, 2).reshape(tb, c * fb))
+        return out, out_len
 
     def _n_chunks(self, x: torch.Tensor) -> int:
         if self.chunking_factor > 1:
