@@ -118,14 +118,19 @@ class MultiHeadAttention(nn.Module):
         q, k, v = (self.heads(x, lin) for lin in (self.linear_q, self.linear_k, self.linear_v))
         return self.attend(q, k, v, None, att_mask, pad_mask)
 
-    def forward_packed(self, x: torch.Tensor, pos_emb: torch.Tensor | None, packing: Packing) -> torch.Tensor:
+    def forward_packed(
+        self, x: torch.Tensor, pos_emb: torch.Tensor | None, packing: Packing, pos_proj: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``x [N, D]``: the valid frames of a batch, concatenated (see :class:`Packing`) → ``[N, D]``.
 
         The projections run once over all ``N`` frames; scores, softmax and the weighted sum run per group
-        of similar lengths (padded within the group, masked as in :meth:`forward`).
+        of similar lengths (padded within the group, masked as in :meth:`forward`). rel_pos: ``pos_emb`` is
+        the table for ``T_max`` (or ``pos_proj``, the same already through ``linear_pos``).
         """
         q, k, v = self.linear_q(x), self.linear_k(x), self.linear_v(x)
-        p = self.linear_pos(pos_emb) if pos_emb is not None else None  # [1, 2·T_max-1, D], rel_pos only
+        p = pos_proj
+        if p is None and pos_emb is not None:
+            p = self.linear_pos(pos_emb)  # [1, 2·T_max-1, D], rel_pos only
         out = torch.empty_like(q)
         for g in packing.groups:
             qg, kg, vg = (g.pad(z).unflatten(-1, (self.h, self.d_k)).transpose(1, 2) for z in (q, k, v))
@@ -217,10 +222,19 @@ class RelPositionMultiHeadAttention(MultiHeadAttention):
         return self.heads(pos_emb, self.linear_pos)  # [1, P, D] → [1, H, P, d_k]
 
     def forward(
-        self, x: torch.Tensor, pos_emb: torch.Tensor, att_mask: torch.Tensor | None, pad_mask: torch.Tensor
+        self,
+        x: torch.Tensor,
+        pos_emb: torch.Tensor,
+        att_mask: torch.Tensor | None,
+        pad_mask: torch.Tensor,
+        pos_proj: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``pos_proj``: ``linear_pos(pos_emb)`` when the caller already has it (the encoder caches it)."""
         q, k, v = (self.heads(x, lin) for lin in (self.linear_q, self.linear_k, self.linear_v))
-        p = self.position_heads(pos_emb)  # [1, H, 2T-1, d_k]
+        if pos_proj is None:
+            p = self.position_heads(pos_emb)  # [1, H, 2T-1, d_k]
+        else:
+            p = pos_proj.unflatten(-1, (self.h, self.d_k)).transpose(1, 2)
         bd = rel_shift(torch.matmul(q + self.pos_bias_v[:, None], p.transpose(-2, -1)))  # [B, H, T, T]
         return self.attend(q + self.pos_bias_u[:, None], k, v, bd, att_mask, pad_mask)
 

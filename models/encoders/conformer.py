@@ -33,6 +33,7 @@ from models.encoders.subsampling import ConvSubsampling, StackingSubsampling, Ti
 from models.errors import UnsupportedOptionError
 
 ATTENTION_MODELS = ("rel_pos", "rel_pos_local_attn", "abs_pos")
+POSITION_CACHE_BYTES = 32 << 20  # ConformerEncoder._position_projections: most memory for projected positions
 
 
 @dataclass
@@ -291,18 +292,26 @@ class ConformerLayer(nn.Module):
         self.norm_out = nn.LayerNorm(d)
 
     def forward(
-        self, x: torch.Tensor, pos_emb: torch.Tensor, att_mask: torch.Tensor | None, pad_mask: torch.Tensor
+        self,
+        x: torch.Tensor,
+        pos_emb: torch.Tensor,
+        att_mask: torch.Tensor | None,
+        pad_mask: torch.Tensor,
+        pos_proj: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        extra = {} if pos_proj is None else {"pos_proj": pos_proj}  # rel_pos: linear_pos(pos_emb), cached
         x = x + 0.5 * self.feed_forward1(self.norm_feed_forward1(x))
-        x = x + self.self_attn(self.norm_self_att(x), pos_emb, att_mask, pad_mask)
+        x = x + self.self_attn(self.norm_self_att(x), pos_emb, att_mask, pad_mask, **extra)
         x = x + self.conv(self.norm_conv(x), pad_mask)
         x = x + 0.5 * self.feed_forward2(self.norm_feed_forward2(x))
         return self.norm_out(x)
 
-    def forward_packed(self, x: torch.Tensor, pos_emb: torch.Tensor | None, packing: Packing) -> torch.Tensor:
+    def forward_packed(
+        self, x: torch.Tensor, pos_emb: torch.Tensor | None, packing: Packing, pos_proj: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The same block on packed frames ``[N, D]`` (``pos_emb``: the rel_pos table for ``t_max``)."""
         x = x + 0.5 * self.feed_forward1(self.norm_feed_forward1(x))
-        x = x + self.self_attn.forward_packed(self.norm_self_att(x), pos_emb, packing)
+        x = x + self.self_attn.forward_packed(self.norm_self_att(x), pos_emb, packing, pos_proj)
         x = x + self.conv.forward_packed(self.norm_conv(x), packing)
         x = x + 0.5 * self.feed_forward2(self.norm_feed_forward2(x))
         return self.norm_out(x)
@@ -335,6 +344,7 @@ class ConformerEncoder(nn.Module):
                 nn.Parameter(torch.zeros(cfg.n_heads, d_k)),
             )
         self.layers = nn.ModuleList(ConformerLayer(cfg, shared) for _ in range(cfg.n_layers))
+        self._pos_cache: tuple[Any, int, list[torch.Tensor]] | None = None  # see _position_projections
         self.out_proj = nn.Linear(cfg.d_model, cfg.feat_out) if 0 < cfg.feat_out != cfg.d_model else None
         self.output_dim = cfg.feat_out if self.out_proj is not None else cfg.d_model
         self.reduction_subsampling, self.reduction_position = None, None
@@ -370,12 +380,14 @@ class ConformerEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x, lengths = self._subsample(feats, lengths)
         x, pos_emb = self.pos_enc(x)
+        pos_proj = self._position_projections(x.shape[1])
         att_mask, pad_mask = self._masks(lengths, x.shape[1])
         for i, layer in enumerate(self.layers):
-            x = layer(x, pos_emb, att_mask, pad_mask)
+            x = layer(x, pos_emb, att_mask, pad_mask, None if pos_proj is None else pos_proj[i])
             if self.reduction_position == i:
                 x, lengths = self.reduction_subsampling(x, lengths)
                 _, pos_emb = self.pos_enc(x)  # new positions for the shorter sequence; x is not rescaled
+                pos_proj = self._position_projections(x.shape[1])
                 att_mask, pad_mask = self._masks(lengths, x.shape[1])
         if self.out_proj is not None:
             x = self.out_proj(x)
@@ -430,11 +442,41 @@ class ConformerEncoder(nn.Module):
         pos_emb = None
         if self.self_attention_model == "rel_pos":  # the positional table for the longest group
             pos_emb = self.pos_enc.table(packing.t_max)
-        for layer in self.layers:
-            x = layer.forward_packed(x, pos_emb, packing)
+        pos_proj = self._position_projections(packing.t_max)
+        for i, layer in enumerate(self.layers):
+            x = layer.forward_packed(x, pos_emb, packing, None if pos_proj is None else pos_proj[i])
         if self.out_proj is not None:
             x = self.out_proj(x)
         return packing.unpack(x).transpose(1, 2), torch.cat(lengths)  # [B, D, T'_max]
+
+    def _position_projections(self, t: int) -> list[torch.Tensor] | None:
+        """rel_pos, without autograd: each layer's ``linear_pos`` over the relative positions ``t-1 … -(t-1)``
+        (``[1, 2t-1, D]``), sliced from tables projected once for the longest input so far — the same rows
+        for any ``t``, so recomputing them per call (2t-1 rows per layer: as many as two of the block's own
+        projections) is wasted work. None where the tables would exceed ``POSITION_CACHE_BYTES``."""
+        if self.self_attention_model != "rel_pos" or torch.is_grad_enabled() or t < 1:
+            return None
+        attns = [layer.self_attn for layer in self.layers]
+        if not all(type(a) is RelPositionMultiHeadAttention for a in attns):
+            return None
+        w = attns[0].linear_pos.weight
+        row_bytes = len(attns) * self.d_model * w.element_size()
+        max_t = (POSITION_CACHE_BYTES // row_bytes + 1) // 2
+        if t > max_t:
+            return None
+        cached = self._pos_cache
+        t_table = cached[1] if cached is not None else 0
+        if t > t_table:
+            t_table = min(max(t, 2 * t_table, 64), max_t)
+            self.pos_enc.extend(t_table)
+        key = (self.pos_enc.pe.data_ptr(), self.pos_enc.pe.shape,
+               tuple((a.linear_pos.weight.data_ptr(), a.linear_pos.weight._version) for a in attns))
+        if cached is None or cached[0] != key or cached[1] != t_table:
+            table = self.pos_enc.table(t_table)  # [1, 2·t_table-1, D]
+            with torch.inference_mode(False), torch.no_grad():  # usable inside and outside inference mode
+                cached = (key, t_table, [a.linear_pos(table.clone()) for a in attns])
+            self._pos_cache = cached
+        return [p[:, t_table - t : t_table + t - 1] for p in cached[2]]
 
     def _masks(self, lengths: torch.Tensor, t: int) -> tuple[torch.Tensor | None, torch.Tensor]:
         """``att_mask`` [B,1,T,T] True = blocked (None: local attention), ``pad_mask`` [B, T] True = pad."""

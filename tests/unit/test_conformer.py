@@ -315,7 +315,7 @@ def test_positional_table_grows_on_demand():
     with torch.inference_mode():
         a, _ = small(x, lens)
         b, _ = big.eval()(x, lens)
-    assert small.pos_enc.pe.shape[0] == 2 * 38 - 1 and torch.equal(a, b)
+    assert 2 * 38 - 1 <= small.pos_enc.pe.shape[0] < 2 * 5000 - 1 and torch.equal(a, b)
     absolute = encoder({**FAST, "self_attention_model": "abs_pos", "pos_emb_max_len": 4})
     with torch.inference_mode():
         assert absolute(x, lens)[0].shape == (1, 16, 38)
@@ -406,3 +406,42 @@ def test_cpu_windowed_subsampling_equals_one_pass(cfg, monkeypatch):
             assert torch.equal(got_len, ref_len) and got.shape == ref.shape
             for i, n in enumerate(ref_len.tolist()):
                 assert (got[i, :n] - ref[i, :n]).abs().max() <= 1e-5
+
+
+def test_projected_positions_are_cached_and_exact(monkeypatch):
+    """rel_pos: linear_pos over the relative positions is computed once per layer for the longest input so far
+    and sliced; outputs equal the uncached ones, and weight edits or the byte cap are honoured."""
+    from models.encoders import conformer as conformer_mod
+
+    enc = encoder(FAST)
+    plain = encoder(FAST)
+    monkeypatch.setattr(conformer_mod, "POSITION_CACHE_BYTES", 1 << 20)
+    with torch.inference_mode():
+        for lengths in ([300], [40, 9], [1000], [70]):
+            x, lens = features(lengths)
+            got, _ = enc(x, lens)
+            monkeypatch.setattr(conformer_mod, "POSITION_CACHE_BYTES", 0)
+            assert plain._position_projections(x.shape[2] // 8) is None
+            ref, _ = plain(x, lens)
+            monkeypatch.setattr(conformer_mod, "POSITION_CACHE_BYTES", 1 << 20)
+            assert torch.allclose(got, ref, atol=1e-5, rtol=0)
+        tables = enc._pos_cache[2]
+        assert enc._pos_cache[1] >= 125  # grown for the 1000-frame input (125 encoder frames)
+        enc(*features([50]))
+        assert enc._pos_cache[2] is tables  # shorter inputs slice the same tables
+        with torch.no_grad():
+            enc.layers[1].self_attn.linear_pos.weight.mul_(2.0)  # in place: the cache must notice
+        x, lens = features([50])
+        with torch.inference_mode(False), torch.no_grad():
+            plain.layers[1].self_attn.linear_pos.weight.mul_(2.0)
+        monkeypatch.setattr(conformer_mod, "POSITION_CACHE_BYTES", 0)
+        ref, _ = plain(x, lens)
+        monkeypatch.setattr(conformer_mod, "POSITION_CACHE_BYTES", 1 << 20)
+        assert torch.allclose(enc(x, lens)[0], ref, atol=1e-5, rtol=0)
+    # too long for the cap: computed per call
+    monkeypatch.setattr(conformer_mod, "POSITION_CACHE_BYTES", 2 * 16 * 4 * 100)
+    with torch.inference_mode():
+        assert enc._position_projections(50) is not None and enc._position_projections(51) is None
+    with torch.no_grad():
+        assert enc._position_projections(10) is not None
+    assert enc._position_projections(10) is None  # autograd on: plain module calls
