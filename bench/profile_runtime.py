@@ -61,6 +61,10 @@ def instrument(model: Any, timers: Timers) -> Any:
     am.collate = timers.wrap("collate (pad batch)", am.collate)
     timers.patch(model.preprocessor, "forward", "features (mel)")
     timers.patch(model.encoder, "forward", "encoder")
+    if hasattr(model.encoder, "forward_groups"):  # packed batches (models/encoders/packing.py)
+        timers.patch(model.encoder, "forward_groups", "encoder")
+    if hasattr(model.encoder, "pre_encode"):
+        timers.patch(model.encoder.pre_encode, "forward", "encoder: subsampling (part of encoder)")
     path = model._path(None)
     if hasattr(path, "_decode"):
         timers.patch(path, "_decode", "decoding (greedy loop, total)")

@@ -7,7 +7,8 @@ A NeMo `EncDecCTCModelBPE` (config.yaml: Conformer, 6 layers x 144, 4x subsampli
 trained by a plain PyTorch loop around NeMo's own modules: `model.forward()` (NeMo's mel
 front-end, SpecAugment when --spec-augment, encoder and CTC decoder) and `model.loss` (NeMo's CTC loss).
 Lightning is not needed for one CPU process. AdamW, linear warm-up then cosine decay over the step budget,
-which is fitted to --minutes after the first steps. Batches hold utterances of similar length (at most
+which is fitted to --minutes after the first steps and re-fitted every 200 steps as the machine's speed changes
+(a --resume'd run fits its remaining steps to --minutes, or takes --total-steps). Batches hold utterances of similar length (at most
 --batch-seconds of padded audio each); the first --easy-steps see the isolated words of the data's "words"
 split, if it has one (a curriculum against the CTC plateau).
 
@@ -135,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--total-steps", type=int, default=0, help="with --resume: a new step budget for the schedule")
+    ap.add_argument("--total-steps", type=int, default=0,
+                    help="with --resume: a fixed step budget for the schedule (default: fit the rest to --minutes)")
     ap.add_argument("--spec-augment", action="store_true", help="train with the config's SpecAugment (off: the data is already noisy)")
     ap.add_argument("--easy-steps", type=int, default=500,
                     help="curriculum: the first N steps (of this run) see the isolated words of make_data.py's "
@@ -176,11 +178,12 @@ def main(argv: list[str] | None = None) -> int:
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
     step, total_steps = 0, args.max_steps
     ckpt = args.out / "last.pt"
-    if args.resume and ckpt.exists():
+    resumed = args.resume and ckpt.exists()
+    if resumed:
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
-        step, total_steps = state["step"], args.total_steps or state["total_steps"]
+        step, total_steps = state["step"], args.total_steps or args.max_steps
         print(f"resumed at step {step} of {total_steps}", flush=True)
 
     def lr_at(s: int) -> float:
@@ -193,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     start = last_save = time.monotonic()
     budget = args.minutes * 60
     start_step, losses, epoch = step, [], 0
+    fit_budget = not (resumed and args.total_steps)
     while step < total_steps:
         easy = step - start_step < args.easy_steps and bool(words)
         for idx in make_batches(meta, args.batch_seconds, rng, words if easy else sentences):
@@ -215,10 +219,13 @@ def main(argv: list[str] | None = None) -> int:
             step += 1
             losses.append(loss.item())
             elapsed = time.monotonic() - start
-            if step - start_step == 40 and not args.resume:  # fit the schedule to the time budget
-                per_step = elapsed / 40
-                total_steps = min(args.max_steps, int(budget / per_step))
-                print(f"{per_step:.2f} s/step -> {total_steps} steps in {args.minutes:.0f} min", flush=True)
+            done = step - start_step
+            if fit_budget and done >= 40 and (done == 40 or done % 200 == 0):
+                # fit the schedule to the time budget, and re-fit as the machine's speed changes
+                per_step = elapsed / done
+                total_steps = min(args.max_steps, step + max(1, int((budget - elapsed) / per_step)))
+                if done == 40:
+                    print(f"{per_step:.2f} s/step -> {total_steps} steps in {args.minutes:.0f} min", flush=True)
             if step % 25 == 0:
                 print(f"step {step}/{total_steps} epoch {epoch} loss {np.mean(losses[-25:]):.3f} "
                       f"lr {lr_at(step):.2e} {elapsed / 60:.1f} min", flush=True)
