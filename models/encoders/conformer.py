@@ -457,8 +457,8 @@ class ConformerEncoder(nn.Module):
         if self.self_attention_model != "rel_pos" or torch.is_grad_enabled() or t < 1:
             return None
         attns = [layer.self_attn for layer in self.layers]
-        if not all(type(a) is RelPositionMultiHeadAttention for a in attns):
-            return None
+        if not all(type(a) is RelPositionMultiHeadAttention and type(a.linear_pos) is nn.Linear for a in attns):
+            return None  # (a quantised linear_pos, for one, has no weight tensor to key the tables on)
         w = attns[0].linear_pos.weight
         row_bytes = len(attns) * self.d_model * w.element_size()
         max_t = (POSITION_CACHE_BYTES // row_bytes + 1) // 2

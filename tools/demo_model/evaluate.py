@@ -1,7 +1,7 @@
 """Held-out WER of the demo model with aviary's runtime, and (``--nemo``) the same with NeMo itself.
 
     /work/nemo-venv/bin/python tools/demo_model/evaluate.py --data /tmp/demo-data \
-        [--model models/assets/aviary-demo-en.nemo] [--nemo] [--json OUT.json]
+        [--model models/assets/aviary-demo-en.nemo] [--nemo] [--int8] [--json OUT.json]
 
 The held-out set of make_data.py: sentences not in the training set, spoken by espeak-ng voice variants never
 used in training, with noise and reverberation. WER = word edits / reference words over the whole set. With
@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nemo", action="store_true", help="also run NeMo (needs the NeMo venv)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--json", type=Path, help="write the numbers here")
+    ap.add_argument("--int8", action="store_true",
+                    help="also the WER with the encoder's nn.Linear layers dynamically quantised to int8 "
+                         "(the speed experiment of bench/ceiling.py --engines aviary-int8)")
     args = ap.parse_args(argv)
 
     import torch
@@ -75,6 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         by_noise.setdefault("clean" if m["snr"] is None else ("snr<15" if m["snr"] < 15 else "snr>=15"), []).append(i)
     out["wer_by_condition"] = {k: round(corpus_wer([refs[i] for i in v], [texts[i] for i in v]), 4)
                                for k, v in sorted(by_noise.items())}
+    if args.int8:
+        quantised = ASRModel.restore_from(str(args.model), map_location="cpu")
+        quantised.encoder = torch.ao.quantization.quantize_dynamic(quantised.encoder, {torch.nn.Linear},
+                                                                   dtype=torch.qint8)
+        q_texts = [h.text for h in quantised.transcribe(audio, batch_size=args.batch_size, verbose=False,
+                                                        return_hypotheses=True)]
+        out["int8"] = {"wer": round(corpus_wer(refs, q_texts), 4),
+                       "same_text": sum(a == b for a, b in zip(texts, q_texts))}
     if args.nemo:
         from nemo.collections.asr.models import ASRModel as NeMoASRModel
 
