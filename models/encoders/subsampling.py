@@ -148,13 +148,13 @@ class ConvSubsampling(nn.Module):
         """One utterance at a time, each cut to its own length, in stretches of ``window`` input frames that
         start at multiples of the factor with ``2·factor`` frames of context on each side: an output frame
         depends on input frames within ``2·factor`` of its own (causal convs included), so each stretch's
-        middle equals the one-pass result. Frames past each length are ``out.bias`` (a zero conv output)."""
+        middle equals the one-pass result. Frames past each length are ``out`` of a zero conv output."""
         b, t, _ = x.shape
         lengths = lengths.to(torch.int64)
         out_len = conv_out_length(lengths, self.all_paddings, KERNEL, STRIDE, self.stages)
         t_out = int(conv_out_length(torch.tensor(t), self.all_paddings, KERNEL, STRIDE, self.stages))
-        out = self.out.bias.expand(b, t_out, -1).clone() if self.out.bias is not None else \
-            x.new_zeros(b, t_out, self.out.out_features)
+        pad_row = self.out(x.new_zeros(1, self.out.in_features))  # a zero conv output (the bias)
+        out = pad_row.expand(b, t_out, -1).clone()
         f, ctx = self.factor, 2 * self.factor
         for row, n in enumerate(lengths.tolist()):
             pieces = []
