@@ -244,6 +244,10 @@ def test_packing_backends_batch_items_of_any_length(packs: bool) -> None:
         # /metrics' padded seconds: the length groups' (packed) or each batch's longest x items
         registry = h.batcher._metrics.registry
         label = {"model": "echo"}
+        for _ in range(200):  # the worker resolves a batch's futures first, then records its metrics
+            if registry.get_sample_value("aviary_batch_padded_audio_seconds_count", label) == len(sizes):
+                break
+            await asyncio.sleep(0.01)
         assert registry.get_sample_value("aviary_batch_padded_audio_seconds_count", label) == len(sizes)
         assert registry.get_sample_value("aviary_batch_padded_audio_seconds_sum", label) == pytest.approx(13.6)
 
