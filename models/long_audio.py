@@ -296,31 +296,19 @@ def _layer_progress(encoder: nn.Module, progress: Progress | None) -> Iterator[N
 # Conv subsampling over stretches of time
 # ----------------------------------------------------------------------------------------------------------
 class _WindowedSubsampling(nn.Module):
-    """Runs a ``ConvSubsampling`` on overlapping stretches of one utterance and keeps each stretch's middle.
-
-    Output frame ``o`` of a factor-``f`` stack of 3×3 stride-2 convs depends on input frames within
-    ``2f`` of ``f·o`` (causal variant included), so stretches that start at multiples of ``f`` with ``4f``
-    frames of context on each side give the frames of the whole-utterance pass.
-    """
+    """Runs a ``ConvSubsampling`` on stretches of ``step`` encoder frames of one long utterance
+    (``ConvSubsampling.windowed``: each stretch's middle, the frames of the whole-utterance pass), so that its
+    largest activations stay bounded. On CPU the subsampling already works in (smaller) stretches."""
 
     def __init__(self, inner: ConvSubsampling, step: int = SUBSAMPLING_STEP) -> None:
         super().__init__()
         self.inner, self.factor, self.step = inner, inner.factor, step
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f, step = self.factor, self.step * self.factor  # x: [B, T, F]
-        n = int(lengths.max())
-        if x.shape[0] != 1 or n <= step + 8 * f:  # batches or short inputs: one pass
-            return self.inner(x, lengths)
-        ctx, pieces = 4 * f, []
-        for s0 in range(0, n, step):
-            w0, w1 = max(0, s0 - ctx), min(n, s0 + step + ctx)
-            y, y_len = self.inner(x[:, w0:w1], torch.tensor([w1 - w0], device=x.device))  # [1, T', D]
-            first = (s0 - w0) // f
-            last = first + step // f if s0 + step < n else int(y_len[0])
-            pieces.append(y[:, first:last])
-        y = torch.cat(pieces, dim=1)  # [1, T', D]
-        return y, torch.tensor([y.shape[1]], device=x.device, dtype=torch.int64)
+        step = self.step * self.factor  # x: [B, T, F]
+        if x.shape[0] != 1 or int(lengths.max()) <= step + 8 * self.factor or self.inner._cpu_window(x):
+            return self.inner(x, lengths)  # batches, short inputs, CPU: as the subsampling does it
+        return self.inner.windowed(x, lengths, step)
 
 
 @contextmanager

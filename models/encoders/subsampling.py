@@ -120,7 +120,7 @@ class ConvSubsampling(nn.Module):
         # x: [B, T, F]
         window = self._cpu_window(x)
         if window and (x.shape[0] > 1 or x.shape[1] > window + 4 * self.factor):
-            return self._windowed(x, lengths, window)
+            return self.windowed(x, lengths, window)
         n_chunks = self._n_chunks(x)
         if n_chunks == 1:
             y, lengths = self._masked_convs(x.unsqueeze(1), lengths)
@@ -144,11 +144,13 @@ class ConvSubsampling(nn.Module):
         per_frame = self.channels * ((x.shape[2] + 1) // 2) * x.element_size() / STRIDE
         return max(8, int(CPU_WINDOW_BYTES / per_frame) // self.factor) * self.factor
 
-    def _windowed(self, x: torch.Tensor, lengths: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def windowed(self, x: torch.Tensor, lengths: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One utterance at a time, each cut to its own length, in stretches of ``window`` input frames that
         start at multiples of the factor with ``2·factor`` frames of context on each side: an output frame
         depends on input frames within ``2·factor`` of its own (causal convs included), so each stretch's
-        middle equals the one-pass result. Frames past each length are ``out`` of a zero conv output."""
+        middle equals the one-pass result. Frames past each length are ``out`` of a zero conv output. (On CPU
+        ``forward`` does this with cache-sized stretches; long-audio encoding uses it on any device with
+        long ones, to bound memory.)"""
         b, t, _ = x.shape
         lengths = lengths.to(torch.int64)
         out_len = conv_out_length(lengths, self.all_paddings, KERNEL, STRIDE, self.stages)
@@ -160,7 +162,7 @@ class ConvSubsampling(nn.Module):
             pieces = []
             for s0 in range(0, n, window):
                 w0, w1 = max(0, s0 - ctx), min(n, s0 + window + ctx)
-                y, y_len = self._masked_convs(x[row : row + 1, w0:w1].unsqueeze(1), torch.tensor([w1 - w0]))
+                y, y_len = self._masked_convs(x[row : row + 1, w0:w1].unsqueeze(1), torch.tensor([w1 - w0], device=x.device))
                 first = (s0 - w0) // f
                 last = first + window // f if s0 + window < n else int(y_len[0])
                 pieces.append(y[:, :, first:last])
