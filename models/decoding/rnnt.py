@@ -140,12 +140,11 @@ class _LabelLooper:
         joint: Joint,
         rule: _Rule,
         log_softmax: bool,
-        temperature: float | None,
+        temperature: float,
     ) -> None:
         batch, device = enc.shape[0], enc.device
         self.predictor, self.joint, self.rule = predictor, joint, rule
-        # NeMo's joint.temperature (set from the decoding config) unless given explicitly
-        self.temperature = float(getattr(joint, "temperature", 1.0) if temperature is None else temperature)
+        self.temperature = temperature  # resolved by _greedy (the joint's own unless given)
         self.log_softmax = log_softmax
         self.lengths = lengths.to(device=device, dtype=torch.long)  # [B]
         self.f = joint.project_encoder(enc)  # [B, T, J], projected once per batch
@@ -377,14 +376,16 @@ def _greedy(
         groups = [[b] for b in range(enc.shape[0])]
     else:
         groups = length_batches(lengths.tolist(), batch_size=enc.shape[0])
+    # NeMo's joint.temperature (set from the decoding config) unless given explicitly
+    temperature = float(getattr(joint, "temperature", 1.0) if temperature is None else temperature)
     results: list[TransducerResult] = [None] * enc.shape[0]  # type: ignore[list-item]
     for group in groups:
         if len(group) == 1:
             b = group[0]
             n = int(lengths[b])
-            temp = float(getattr(joint, "temperature", 1.0) if temperature is None else temperature)
             f = joint.project_encoder(enc[b, :n])  # [T, J]
-            results[b] = _decode_one(f, n, predictor, joint, rule, log_softmax, temp, max_symbols, with_durations)
+            results[b] = _decode_one(f, n, predictor, joint, rule, log_softmax, temperature, max_symbols,
+                                     with_durations)
             continue
         if len(group) == enc.shape[0]:  # the whole batch, in its own order
             group, sub_enc, sub_len = list(range(enc.shape[0])), enc, lengths
