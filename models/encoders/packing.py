@@ -69,7 +69,6 @@ class Packing:
             self.groups.append(PackedGroup(slice(start, start + n), lengths.numel(), t, lengths, index,
                                            att_mask, pad_mask))
             start += n
-        self.frames = start
         self.t_max = max(group_t)
         self.batch = sum(g.size for g in self.groups)
 
