@@ -1,10 +1,10 @@
 """Test fixtures for the demo model: held-out utterances and NeMo's outputs on them.
 
     /work/nemo-venv/bin/python tools/demo_model/export_fixtures.py --data /tmp/demo-data \
-        [--model models/assets/aviary-demo-en.nemo] [--count 16] [--out tests/fixtures/demo]
+        [--model models/assets/aviary-demo-en.nemo] [--count 96] [--out tests/fixtures/demo]
 
-Copies the first ``--count`` held-out utterances that make_data.py wrote as FLAC (unseen voices and
-sentences) into OUT with ``manifest.json`` (file, reference text, voice, noise), and records what NeMo 3.0
+Writes the first ``--count`` held-out utterances (unseen voices and sentences; make_data.py's int16 samples,
+unchanged) as FLAC into OUT with ``manifest.json`` (file, reference text, voice, noise), and records what NeMo 3.0
 makes of them with the same checkpoint: ``nemo_ref.json`` (texts, per-frame argmax ids, the WER of NeMo's texts) and ``nemo_ref.npz``
 (the CTC log-probabilities of the first four files, ``logprobs_<file stem>``).
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--model", type=Path, default=ROOT / "models" / "assets" / "aviary-demo-en.nemo")
-    ap.add_argument("--count", type=int, default=16)
+    ap.add_argument("--count", type=int, default=96)
     ap.add_argument("--out", type=Path, default=ROOT / "tests" / "fixtures" / "demo")
     args = ap.parse_args(argv)
 
@@ -36,12 +35,15 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(2)
     meta = [json.loads(line) for line in (args.data / "test.jsonl").read_text().splitlines()]
-    meta = [m for m in meta if "audio_file" in m][: args.count]
+    pcm = np.memmap(args.data / "test.pcm", dtype=np.int16, mode="r")
     args.out.mkdir(parents=True, exist_ok=True)
+    for stale in args.out.glob("*.flac"):
+        stale.unlink()
     entries = []
-    for m in meta:
-        name = Path(m["audio_file"]).name
-        shutil.copyfile(args.data / m["audio_file"], args.out / name)
+    for i, m in enumerate(meta[: args.count]):
+        name = f"{i:04d}.flac"
+        sf.write(args.out / name, np.asarray(pcm[m["offset"]: m["offset"] + m["num_samples"]]), 16000,
+                 subtype="PCM_16")
         entries.append({"audio_filepath": name, "duration": m["duration"], "text": m["text"], "voice": m["voice"],
                         "noise": m["noise"] if m["snr"] is not None else None,
                         "snr": round(m["snr"], 1) if m["snr"] is not None else None, "reverb": m["reverb"]})
