@@ -290,14 +290,14 @@ def test_trained_model_chunked_is_no_worse_than_full_context_on_speech_with_paus
     ~90 s of held-out speech with 1 s pauses. Chunked encoding (20 s chunks, 5 s of context each side: five
     chunks, boundaries anywhere) loses and duplicates nothing at the boundaries — its WER is no worse than one
     full-context pass. (It is not equal: the model was trained on utterances under 10 s, and full attention
-    over 90 s is outside what it saw — 0.72 WER against 0.65 chunked and 0.34 utterance by utterance.)"""
+    over 90 s is outside what it saw — 0.64 WER against 0.55 chunked and 0.25 utterance by utterance.)"""
     import json
 
     from models.bundled import DEMO_MODEL
     from service.manifest.scoring import wer
 
     demo = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
-    entries = json.loads((demo / "manifest.json").read_text())
+    entries = json.loads((demo / "manifest.json").read_text())[:16]
     pause = np.zeros(16000, dtype=np.float32)
     audio = np.concatenate([x for e in entries for x in (sf.read(demo / e["audio_filepath"], dtype="float32")[0],
                                                          pause)])
