@@ -46,13 +46,13 @@ def _upload(entries: list[dict]) -> list[tuple[str, tuple[str, bytes, str]]]:
 
 
 # the server takes at most 64 files per request by default (AVIARY_MAX_FILES): send the 96 in two halves
-HALVES = [ENTRIES[: len(ENTRIES) // 2], ENTRIES[len(ENTRIES) // 2:]]
+HALVES = [slice(0, len(ENTRIES) // 2), slice(len(ENTRIES) // 2, None)]
 
 
 def test_held_out_speech_over_http_is_below_the_wer_target(server: Server) -> None:
     texts = []
     for half in HALVES:
-        response = server.client.post("/transcribe", files=_upload(half), timeout=120)
+        response = server.client.post("/transcribe", files=_upload(ENTRIES[half]), timeout=120)
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["model"] == DEMO_MODEL
@@ -64,16 +64,16 @@ def test_held_out_speech_over_http_is_below_the_wer_target(server: Server) -> No
 
 def test_manifest_summary_scores_the_demo_model(server: Server) -> None:
     errors = words = 0.0
-    for half, refs in zip(HALVES, [NEMO["files"][: len(HALVES[0])], NEMO["files"][len(HALVES[0]):]]):
+    for entries, nemo in ((ENTRIES[half], NEMO["files"][half]) for half in HALVES):
         manifest = "".join(json.dumps({"audio_filepath": e["audio_filepath"], "answer": e["text"]}) + "\n"
-                           for e in half)
-        files = [("manifest", ("m.jsonl", manifest, "application/x-ndjson"))] + _upload(half)
+                           for e in entries)
+        files = [("manifest", ("m.jsonl", manifest, "application/x-ndjson"))] + _upload(entries)
         response = server.client.post("/transcribe/manifest", files=files, timeout=120)
         assert response.status_code == 200, response.text
         summary = response.json()["summary"]
-        assert summary["entries"] == len(half) and summary["errors"] == 0
-        expected = wer(zip([e["text"] for e in half], [r["text"] for r in refs]))
+        assert summary["entries"] == len(entries) and summary["errors"] == 0
+        expected = wer(zip([e["text"] for e in entries], [f["text"] for f in nemo]))
         assert expected is not None and summary["wer"] == pytest.approx(expected, abs=1e-4)
-        n = sum(len(e["text"].split()) for e in half)
+        n = sum(len(e["text"].split()) for e in entries)
         errors, words = errors + summary["wer"] * n, words + n
     assert errors / words <= TARGET_WER
