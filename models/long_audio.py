@@ -306,7 +306,7 @@ class _WindowedSubsampling(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         step = self.step * self.factor  # x: [B, T, F]
-        if x.shape[0] != 1 or int(lengths.max()) <= step + 8 * self.factor or self.inner._cpu_window(x):
+        if x.shape[0] != 1 or int(lengths.max()) <= step + 8 * self.factor or self.inner.cpu_window(x):
             return self.inner(x, lengths)  # batches, short inputs, CPU: as the subsampling does it
         return self.inner.windowed(x, lengths, step)
 

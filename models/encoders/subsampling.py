@@ -18,7 +18,7 @@ from models.errors import UnsupportedOptionError
 KERNEL, STRIDE = 3, 2
 # 2**31 elements: beyond this torch conv kernels can fail on indexing (pytorch issue 80020), so NeMo splits
 INDEX_LIMIT = 2**31
-# CPU: the first conv stage's activations per stretch of input (0 = whole batches in one pass); see _cpu_window
+# CPU: the first conv stage's activations per stretch of input (0 = whole batches in one pass); see cpu_window
 CPU_WINDOW_BYTES = 12 << 20
 
 
@@ -118,7 +118,7 @@ class ConvSubsampling(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # x: [B, T, F]
-        window = self._cpu_window(x)
+        window = self.cpu_window(x)
         if window and (x.shape[0] > 1 or x.shape[1] > window + 4 * self.factor):
             return self.windowed(x, lengths, window)
         n_chunks = self._n_chunks(x)
@@ -135,7 +135,7 @@ class ConvSubsampling(nn.Module):
         b, c, t, f = y.shape  # [B, C, T', F']
         return self.out(y.transpose(1, 2).reshape(b, t, c * f)), lengths  # [B, T', d_model]
 
-    def _cpu_window(self, x: torch.Tensor) -> int:
+    def cpu_window(self, x: torch.Tensor) -> int:
         """Input frames per stretch on CPU (0: one pass). The first stage's activations ``[B, C, T/2, F/2]``
         are the model's largest tensors; kept within ``CPU_WINDOW_BYTES`` they stay in the CPU's cache, and
         the stack runs ~2x faster than on a whole 28 s utterance or a batch of several (bench/README.md)."""
