@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from nemo.collections.asr.models import ASRModel
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from evaluate import corpus_wer
+    from make_data import SAMPLE_RATE
+
     torch.set_num_threads(2)
     meta = [json.loads(line) for line in (args.data / "test.jsonl").read_text().splitlines()]
     pcm = np.memmap(args.data / "test.pcm", dtype=np.int16, mode="r")
@@ -42,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     entries = []
     for i, m in enumerate(meta[: args.count]):
         name = f"{i:04d}.flac"
-        sf.write(args.out / name, np.asarray(pcm[m["offset"]: m["offset"] + m["num_samples"]]), 16000,
+        sf.write(args.out / name, np.asarray(pcm[m["offset"]: m["offset"] + m["num_samples"]]), SAMPLE_RATE,
                  subtype="PCM_16")
         entries.append({"audio_filepath": name, "duration": m["duration"], "text": m["text"], "voice": m["voice"],
                         "noise": m["noise"] if m["snr"] is not None else None,
@@ -52,8 +56,6 @@ def main(argv: list[str] | None = None) -> int:
     model = ASRModel.restore_from(str(args.model), map_location="cpu").eval()
     audio = [sf.read(args.out / e["audio_filepath"], dtype="float32")[0] for e in entries]
     hyps = model.transcribe(audio, batch_size=1, return_hypotheses=True, verbose=False)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from evaluate import corpus_wer
 
     ref = {"nemo": "3.0", "model_sha": _sha(args.model),
            "wer": round(corpus_wer([e["text"] for e in entries], [h.text for h in hyps]), 4), "files": [
